@@ -1,0 +1,185 @@
+"""Typed specs that plugins yield from their hooks.
+
+A plugin never hands the host a bare function or a dict: it yields one frozen
+dataclass per thing it provides (a workload, a technique or an accelerator). The
+host validates every spec when plugins are loaded (:func:`validate_spec`), so a
+mistake in a third-party plugin is reported once, with the plugin's name and
+distribution, instead of surfacing as an AttributeError in the middle of a sweep.
+
+The paper a plugin reproduces, and the headline figures that paper claims, are
+part of the spec as data (:class:`PaperRef`, :class:`Claim`). The runner compares
+every claim whose ``metric`` was measured in a run and files that comparison with
+the run, so a reader of the MLflow UI sees "claimed 3566.1 TOPS/W, measured ..."
+without opening the plugin's code.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import re
+from dataclasses import dataclass, field
+from typing import Any, Callable, ClassVar, Mapping
+
+__all__ = [
+    "KINDS",
+    "AcceleratorSpec",
+    "Claim",
+    "PaperRef",
+    "PluginSpec",
+    "SpecError",
+    "TechniqueSpec",
+    "WorkloadSpec",
+    "validate_spec",
+]
+
+#: The three kinds of plugin, in the order an experiment composes them.
+KINDS = ("workload", "technique", "accelerator")
+
+_NAME_RE = re.compile(r"^[a-z][a-z0-9_]*$")
+_METRIC_RE = re.compile(r"^[a-z][a-z0-9_]*/[A-Za-z0-9_./-]+$")
+
+
+class SpecError(ValueError):
+    """A plugin yielded a spec that breaks the contract."""
+
+
+@dataclass(frozen=True)
+class PaperRef:
+    """The publication a plugin reproduces.
+
+    Example::
+
+        PaperRef(
+            title="DS-CIM: Digital Stochastic Computing-In-Memory ...",
+            authors="Shao, Zhao, Yu et al.",
+            venue="DATE",
+            year=2026,
+            arxiv="2601.06724",
+        )
+    """
+
+    title: str
+    authors: str
+    venue: str
+    year: int
+    arxiv: str | None = None
+
+    def short(self) -> str:
+        """``Authors, Venue Year (arXiv id)``: one line for tables."""
+        arxiv = f", arXiv {self.arxiv}" if self.arxiv else ""
+        return f"{self.authors}, {self.venue} {self.year}{arxiv}"
+
+
+@dataclass(frozen=True)
+class Claim:
+    """One headline figure of a paper, declared as data.
+
+    ``metric`` is the harness metric a run would log for the same quantity (for
+    example ``accelerator/tops_per_w``); when a run logs it, the runner files the
+    measured value next to ``value``. ``workload`` names the harness workload that
+    matches the paper's setting, or ``None`` when the figure does not depend on
+    the workload (a macro's peak efficiency). When a run uses a different
+    workload, the comparison says so instead of pretending the two are alike.
+    ``when`` restricts the claim to plugin configs with these field values (for
+    example ``{"variant": "ds_cim2"}``).
+    """
+
+    metric: str
+    value: float
+    unit: str
+    experiment: str
+    workload: str | None = None
+    when: Mapping[str, Any] = field(default_factory=dict)
+    note: str = ""
+
+    def applies_to(self, config: Mapping[str, Any]) -> bool:
+        """True when every ``when`` field equals the plugin config's value."""
+        return all(config.get(k) == v for k, v in self.when.items())
+
+
+@dataclass(frozen=True)
+class PluginSpec:
+    """What every plugin kind has in common.
+
+    ``name`` is the config choice (``accelerator=NAME``) and must be a lowercase
+    identifier. ``config`` is a dataclass whose defaults are the paper's operating
+    point; every field needs a default, so ``config()`` is a valid configuration.
+    ``factory(config_instance)`` returns the runtime object (see
+    :mod:`harness.api` for what each kind's object must provide). ``smoke`` holds
+    config overrides that make the plugin finish in seconds; the conformance kit
+    and the fast tests use them.
+    """
+
+    kind: ClassVar[str] = ""
+
+    name: str
+    summary: str
+    config: type
+    factory: Callable[[Any], Any]
+    paper: PaperRef | None = None
+    claims: tuple[Claim, ...] = ()
+    smoke: Mapping[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class WorkloadSpec(PluginSpec):
+    """A workload: what is computed (a model with its data, GEMMs, a trace)."""
+
+    kind: ClassVar[str] = "workload"
+
+
+@dataclass(frozen=True)
+class TechniqueSpec(PluginSpec):
+    """A technique: what is done to the workload (compression, training methods).
+
+    ``smoke_workload`` names a workload the technique applies to; the conformance
+    kit composes the two to check the technique end to end.
+    """
+
+    kind: ClassVar[str] = "technique"
+    smoke_workload: str = "dot_products"
+
+
+@dataclass(frozen=True)
+class AcceleratorSpec(PluginSpec):
+    """An accelerator: what the workload runs on (numerics and a cost model)."""
+
+    kind: ClassVar[str] = "accelerator"
+
+
+def validate_spec(spec: Any) -> None:
+    """Raise :class:`SpecError` naming every way ``spec`` breaks the contract."""
+    if not isinstance(spec, PluginSpec) or type(spec) is PluginSpec:
+        raise SpecError(
+            f"expected a WorkloadSpec, TechniqueSpec or AcceleratorSpec, got {type(spec).__name__}"
+        )
+    problems: list[str] = []
+    if not isinstance(spec.name, str) or not _NAME_RE.match(spec.name):
+        problems.append(f"name {spec.name!r} must be a lowercase identifier ([a-z][a-z0-9_]*)")
+    if not isinstance(spec.summary, str) or not spec.summary.strip() or "\n" in spec.summary:
+        problems.append("summary must be one non-empty line")
+    if not (isinstance(spec.config, type) and dataclasses.is_dataclass(spec.config)):
+        problems.append(f"config must be a dataclass type, got {spec.config!r}")
+    else:
+        try:
+            instance = spec.config()
+        except TypeError as exc:
+            problems.append(f"config {spec.config.__name__} needs a default for every field ({exc})")
+        else:
+            names = {f.name for f in dataclasses.fields(instance)}
+            unknown = set(spec.smoke) - names
+            if unknown:
+                problems.append(f"smoke overrides {sorted(unknown)} are not fields of {spec.config.__name__}")
+    if not callable(spec.factory):
+        problems.append("factory must be callable")
+    if spec.paper is not None and not isinstance(spec.paper, PaperRef):
+        problems.append("paper must be a PaperRef or None")
+    for claim in spec.claims:
+        if not isinstance(claim, Claim):
+            problems.append(f"claims must be Claim instances, got {type(claim).__name__}")
+        elif not _METRIC_RE.match(claim.metric):
+            problems.append(f"claim metric {claim.metric!r} must be 'stage/name', e.g. 'eval/accuracy'")
+    if spec.claims and spec.paper is None:
+        problems.append("claims need a paper reference")
+    if problems:
+        raise SpecError(f"{spec.kind} spec {getattr(spec, 'name', '?')!r}: " + "; ".join(problems))

@@ -1,0 +1,5 @@
+"""Built-in plugins, one folder each.
+
+Each is loaded through the ``harness`` entry-point group declared in this
+project's ``pyproject.toml``, exactly like a third-party plugin.
+"""

@@ -1,0 +1,151 @@
+"""``dot_products``: synthetic dot products for characterizing an accelerator's numerics.
+
+The subject is one GEMM ``A (count x length) @ B (length x columns)``: ``count``
+input vectors against ``columns`` weight vectors, drawn from chosen distributions
+with a chosen input sparsity. With ``bits > 0`` the operands are signed integer
+codes of that width, so an integer accelerator sees exactly what it would in an
+INT-b network; with ``bits = 0`` they are float32.
+
+Errors are measured against the exact product (float64), and normalized to the
+**full scale** ``length * 2**(bits-1) * 2**(bits-1)`` (for float operands,
+``length * max|A| * max|B|``), the largest magnitude a dot product of this length
+can reach. ``numerics/rmse`` and ``numerics/bias`` are in percent of full scale;
+their ``_se`` companions are standard errors over the ``count * columns``
+samples, so a bias can be tested against zero. ``numerics/nmse`` (error power
+over signal power) and ``numerics/sqnr_db`` do not depend on that normalization.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from harness import hookimpl
+from harness.optrace import Op, OpTrace
+from harness.specs import WorkloadSpec
+
+DISTRIBUTIONS = ("uniform", "gaussian", "relu")
+
+
+@dataclass
+class DotProductsConfig:
+    """Operand shapes and statistics; defaults are a 128-long INT8 MVM."""
+
+    count: int = 2048
+    length: int = 128
+    columns: int = 32
+    bits: int = 8
+    distribution: str = "uniform"
+    weight_distribution: str = "gaussian"
+    sparsity: float = 0.0
+
+
+@dataclass
+class DotProductSet:
+    """The operands (the subject of this workload)."""
+
+    a: np.ndarray
+    b: np.ndarray
+    bits: int
+
+
+def _draw(rng: np.random.Generator, kind: str, shape: tuple[int, ...], bits: int) -> np.ndarray:
+    if kind == "uniform":
+        x = rng.uniform(-1.0, 1.0, shape)
+    elif kind == "gaussian":
+        x = np.clip(rng.normal(0.0, 0.25, shape), -1.0, 1.0)
+    elif kind == "relu":
+        x = np.clip(np.maximum(rng.normal(0.0, 0.35, shape), 0.0), 0.0, 1.0)
+    else:
+        raise ValueError(f"distribution {kind!r} is not one of {', '.join(DISTRIBUTIONS)}")
+    if bits == 0:
+        return x.astype(np.float32)
+    qmax = 2 ** (bits - 1)
+    return np.clip(np.rint(x * qmax), -qmax, qmax - 1).astype(np.int32)
+
+
+class DotProducts:
+    def __init__(self, config: DotProductsConfig):
+        problems = []
+        if config.count < 2 or config.length < 1 or config.columns < 1:
+            problems.append("count >= 2, length >= 1 and columns >= 1 are required")
+        if not (config.bits == 0 or 2 <= config.bits <= 16):
+            problems.append(f"bits={config.bits}: use 0 (float32) or 2..16 (signed integer codes)")
+        if not 0.0 <= config.sparsity < 1.0:
+            problems.append(f"sparsity={config.sparsity}: must be in [0, 1)")
+        for field_name in ("distribution", "weight_distribution"):
+            if getattr(config, field_name) not in DISTRIBUTIONS:
+                problems.append(f"{field_name}={getattr(config, field_name)!r}: valid are {', '.join(DISTRIBUTIONS)}")
+        if problems:
+            raise ValueError("dot_products: " + "; ".join(problems))
+        self.config = config
+
+    def build(self, ctx) -> DotProductSet:
+        c = self.config
+        rng = np.random.default_rng(ctx.child_seed("dot_products"))
+        a = _draw(rng, c.distribution, (c.count, c.length), c.bits)
+        b = _draw(rng, c.weight_distribution, (c.length, c.columns), c.bits)
+        if c.sparsity > 0:
+            a[rng.random(a.shape) < c.sparsity] = 0
+        return DotProductSet(a=a, b=b, bits=c.bits)
+
+    def full_scale(self, subject: DotProductSet) -> float:
+        k = subject.a.shape[1]
+        if subject.bits:
+            q = 2.0 ** (subject.bits - 1)
+            return k * q * q
+        return k * float(np.abs(subject.a).max()) * float(np.abs(subject.b).max())
+
+    def evaluate(self, subject: DotProductSet, backend, ctx) -> dict[str, float]:
+        exact = subject.a.astype(np.float64) @ subject.b.astype(np.float64)
+        got = np.asarray(backend.matmul(subject.a, subject.b), dtype=np.float64)
+        if got.shape != exact.shape:
+            raise ValueError(f"backend {backend.name!r} returned shape {got.shape}, expected {exact.shape}")
+        err = (got - exact) / self.full_scale(subject)
+        n = err.size
+        sq = err**2
+        mse = float(sq.mean())
+        rmse = float(np.sqrt(mse))
+        # Delta method: se(sqrt(m)) = se(m) / (2 sqrt(m)).
+        rmse_se = float(sq.std(ddof=1) / np.sqrt(n) / (2 * rmse)) if rmse > 0 else 0.0
+        signal = float(np.mean((exact / self.full_scale(subject)) ** 2))
+        nmse = mse / signal if signal > 0 else 0.0
+        return {
+            "numerics/rmse": 100.0 * rmse,
+            "numerics/rmse_se": 100.0 * rmse_se,
+            "numerics/bias": 100.0 * float(err.mean()),
+            "numerics/bias_se": 100.0 * float(err.std(ddof=1) / np.sqrt(n)),
+            "numerics/nmse": nmse,
+            "numerics/sqnr_db": float(10 * np.log10(1.0 / nmse)) if nmse > 0 else 300.0,
+        }
+
+    def op_trace(self, subject: DotProductSet) -> OpTrace:
+        m, k = subject.a.shape
+        n = subject.b.shape[1]
+        bits = subject.bits or 32
+        return OpTrace(
+            (
+                Op(
+                    "dot_products",
+                    m=m,
+                    k=k,
+                    n=n,
+                    input_density=float(np.count_nonzero(subject.a)) / subject.a.size,
+                    weight_density=float(np.count_nonzero(subject.b)) / subject.b.size,
+                    input_bits=bits,
+                    weight_bits=bits,
+                ),
+            )
+        )
+
+
+@hookimpl
+def harness_workloads():
+    yield WorkloadSpec(
+        name="dot_products",
+        summary="Synthetic dot products with chosen distributions and sparsity, for numerics",
+        config=DotProductsConfig,
+        factory=DotProducts,
+        smoke={"count": 64, "columns": 8},
+    )
