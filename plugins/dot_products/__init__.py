@@ -111,14 +111,16 @@ class DotProducts:
         rmse_se = float(sq.std(ddof=1) / np.sqrt(n) / (2 * rmse)) if rmse > 0 else 0.0
         signal = float(np.mean((exact / self.full_scale(subject)) ** 2))
         nmse = mse / signal if signal > 0 else 0.0
-        return {
+        metrics = {
             "numerics/rmse": 100.0 * rmse,
             "numerics/rmse_se": 100.0 * rmse_se,
             "numerics/bias": 100.0 * float(err.mean()),
             "numerics/bias_se": 100.0 * float(err.std(ddof=1) / np.sqrt(n)),
             "numerics/nmse": nmse,
-            "numerics/sqnr_db": float(10 * np.log10(1.0 / nmse)) if nmse > 0 else 300.0,
         }
+        if nmse > 0:  # an exact result has no finite SQNR; leave it out rather than invent one
+            metrics["numerics/sqnr_db"] = float(10 * np.log10(1.0 / nmse))
+        return metrics
 
     def op_trace(self, subject: DotProductSet) -> OpTrace:
         m, k = subject.a.shape

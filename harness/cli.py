@@ -1,0 +1,166 @@
+"""The ``harness`` command.
+
+``harness run [overrides]`` is a Hydra app (``-m``, ``--cfg job``, ``--info``
+and every other Hydra flag work); ``harness plugins`` lists what is installed;
+``harness ui`` serves the MLflow UI for the configured store on 127.0.0.1.
+
+Help and ``plugins`` must answer in well under a second, so mlflow, ray and hydra
+are imported only inside the subcommands that need them.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import textwrap
+
+from harness import __version__
+
+USAGE = f"""\
+usage: harness <command> [args]
+
+A benchmarking harness for neural-network accelerators and compression
+techniques (version {__version__}). One experiment = workload x technique x
+accelerator; every run is recorded in MLflow.
+
+commands:
+  run [OVERRIDES]       run one experiment, or a sweep with -m (Hydra flags work:
+                        --cfg job, --info, --help). Example:
+                          harness run -m workload=dot_products accelerator=exact,ds_cim
+  plugins [--json]      list installed workloads, techniques and accelerators
+  ui [--port N]         serve the MLflow UI for the configured store on 127.0.0.1
+
+environment:
+  MLFLOW_TRACKING_URI       where runs are recorded (default: sqlite:///mlflow.db here)
+  HARNESS_DISABLE_PLUGINS   comma-separated plugin names to skip
+"""
+
+
+def _fail(message: str, code: int = 2) -> int:
+    print(f"harness: {message}", file=sys.stderr)
+    return code
+
+
+def cmd_plugins(args: list[str]) -> int:
+    from harness.host import PluginError, get_host
+
+    unknown = [a for a in args if a != "--json"]
+    if unknown:
+        return _fail(f"plugins: unknown argument(s) {' '.join(unknown)}; valid: --json")
+    try:
+        infos = get_host().infos()
+    except PluginError as exc:
+        return _fail(str(exc), 1)
+    rows = [
+        {
+            "kind": i.kind,
+            "name": i.name,
+            "summary": i.spec.summary,
+            "paper": i.spec.paper.short() if i.spec.paper else "",
+            "arxiv": (i.spec.paper.arxiv or "") if i.spec.paper else "",
+            "claims": [
+                {"metric": c.metric, "value": c.value, "unit": c.unit, "experiment": c.experiment}
+                for c in i.spec.claims
+            ],
+            "distribution": i.distribution,
+            "version": i.version,
+        }
+        for i in infos
+    ]
+    if "--json" in args:
+        print(json.dumps(rows, indent=2))
+        return 0
+    width = shutil.get_terminal_size((120, 20)).columns
+    header = ("KIND", "NAME", "DISTRIBUTION", "SUMMARY / PAPER")
+    name_w = max([len(r["name"]) for r in rows] + [4])
+    dist_w = max([len(f"{r['distribution']} {r['version']}") for r in rows] + [12])
+    lead = 12 + name_w + 2 + dist_w + 2
+    print(f"{header[0]:<12}{header[1]:<{name_w + 2}}{header[2]:<{dist_w + 2}}{header[3]}")
+    for r in rows:
+        text = r["summary"] + (f" [{r['paper']}]" if r["paper"] else "")
+        wrapped = textwrap.wrap(text, max(30, width - lead)) or [""]
+        dist = f"{r['distribution']} {r['version']}"
+        print(f"{r['kind']:<12}{r['name']:<{name_w + 2}}{dist:<{dist_w + 2}}{wrapped[0]}")
+        for line in wrapped[1:]:
+            print(" " * lead + line)
+    return 0
+
+
+def cmd_ui(args: list[str]) -> int:
+    import argparse
+
+    parser = argparse.ArgumentParser(prog="harness ui", description="Serve the MLflow UI on 127.0.0.1.")
+    parser.add_argument("--port", type=int, default=5000, help="port to listen on (default 5000)")
+    parser.add_argument("--tracking-uri", default="", help="store to browse (default: MLFLOW_TRACKING_URI or ./mlflow.db)")
+    ns = parser.parse_args(args)
+    from harness.tracking import resolve_tracking_uri
+
+    uri = resolve_tracking_uri(ns.tracking_uri or None)
+    env = dict(os.environ, MLFLOW_SERVER_ENABLE_JOB_EXECUTION="false", MLFLOW_DISABLE_TELEMETRY="true")
+    cmd = [
+        sys.executable, "-m", "mlflow", "ui",
+        "--backend-store-uri", uri,
+        "--host", "127.0.0.1",
+        "--port", str(ns.port),
+        "--workers", "1",
+    ]
+    print(f"MLflow UI for {uri} at http://127.0.0.1:{ns.port} (Ctrl-C stops it)", flush=True)
+    proc = subprocess.Popen(cmd, env=env)
+
+    def _forward(signum, _frame):
+        proc.send_signal(signum)
+
+    signal.signal(signal.SIGTERM, _forward)
+    try:
+        return proc.wait()
+    except KeyboardInterrupt:
+        proc.send_signal(signal.SIGINT)
+        return proc.wait()
+
+
+def cmd_run(args: list[str]) -> int:
+    import hydra
+
+    from harness.app import task
+    from harness.config import conf_dir, register_configs
+    from harness.host import PluginError
+
+    try:
+        register_configs()
+    except PluginError as exc:
+        return _fail(str(exc), 1)
+    entry = hydra.main(version_base="1.3", config_path=str(conf_dir()), config_name="config")(task)
+    saved = sys.argv
+    sys.argv = ["harness run", *args]
+    try:
+        entry()
+    except SystemExit as exc:
+        return exc.code if isinstance(exc.code, int) else (0 if exc.code is None else 1)
+    finally:
+        sys.argv = saved
+    return 0
+
+
+COMMANDS = {"run": cmd_run, "plugins": cmd_plugins, "ui": cmd_ui}
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if not argv or argv[0] in ("-h", "--help", "help"):
+        print(USAGE)
+        return 0
+    if argv[0] == "--version":
+        print(f"harness {__version__}")
+        return 0
+    command = COMMANDS.get(argv[0])
+    if command is None:
+        return _fail(f"unknown command {argv[0]!r}; valid commands: {', '.join(COMMANDS)} (see harness --help)")
+    return command(argv[1:])
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

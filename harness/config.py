@@ -1,0 +1,100 @@
+"""Plugin configs into Hydra's ConfigStore, and the root config schema.
+
+Every registered plugin's config dataclass is stored under its kind's group with
+its spec name (``accelerator/ds_cim``), so ``harness run accelerator=ds_cim
+accelerator.stream_length=128`` is type-checked by OmegaConf for third-party
+plugins too, without them shipping YAML. An unknown choice gets Hydra's own error
+listing the available options; an unknown key gets OmegaConf's error naming it.
+
+``conf/config.yaml`` (the root) selects the default of each group and extends
+:class:`HarnessConfig`; ``conf/experiment/*.yaml`` are presets selected with
+``+experiment=NAME``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Mapping
+
+from harness.specs import KINDS
+
+__all__ = ["HarnessConfig", "conf_dir", "config_hash", "flatten", "register_configs"]
+
+
+@dataclass
+class HarnessConfig:
+    """Root schema. The plugin groups are filled from the ConfigStore."""
+
+    #: Seeds every random choice of the run (plugins derive theirs from it).
+    seed: int = 0
+    #: MLflow experiment the runs go to.
+    experiment_name: str = "harness"
+    #: MLflow tracking URI; empty means MLFLOW_TRACKING_URI, else MLflow's
+    #: default (sqlite:///mlflow.db in the working folder).
+    tracking_uri: str = ""
+    #: Where plugins cache reusable products (trained base models).
+    cache_dir: str = ".harness_cache"
+    workload: Any = None
+    technique: Any = None
+    accelerator: Any = None
+
+
+def conf_dir() -> Path:
+    """The project's ``conf/`` folder (next to the ``harness`` package)."""
+    path = Path(__file__).resolve().parent.parent / "conf"
+    if not (path / "config.yaml").is_file():
+        raise FileNotFoundError(
+            f"harness config folder not found at {path}; install the project from its source "
+            "tree with `pip install -e .` so conf/ stays next to the package"
+        )
+    return path
+
+
+def register_configs(host=None) -> None:
+    """Store the root schema and every plugin's config dataclass in Hydra's ConfigStore."""
+    from hydra.core.config_store import ConfigStore
+
+    from harness.host import get_host
+
+    host = host or get_host()
+    cs = ConfigStore.instance()
+    cs.store(name="harness_schema", node=HarnessConfig)
+    for info in host.infos():
+        cs.store(group=info.kind, name=info.name, node=info.spec.config, provider=info.distribution)
+
+
+def flatten(obj: Any, prefix: str = "") -> dict[str, Any]:
+    """``{"a": {"b": 1}}`` -> ``{"a.b": 1}`` (lists kept as values)."""
+    out: dict[str, Any] = {}
+    if isinstance(obj, Mapping):
+        for key, value in obj.items():
+            name = f"{prefix}.{key}" if prefix else str(key)
+            if isinstance(value, Mapping) and value:
+                out.update(flatten(value, name))
+            else:
+                out[name] = value
+    else:
+        out[prefix] = obj
+    return out
+
+
+def plugin_params(config_instance: Any) -> dict[str, Any]:
+    """A plugin config dataclass instance as a plain dict."""
+    return dataclasses.asdict(config_instance)
+
+
+def config_hash(choices: Mapping[str, str], params: Mapping[str, Mapping[str, Any]], seed: int) -> str:
+    """Identity of an experiment: plugin names, their full configs and the seed.
+
+    Tracking destination and cache folder are not part of it: the same experiment
+    logged elsewhere is the same experiment. Resume uses this hash to skip runs
+    that already finished.
+    """
+    canonical = {kind: {"name": choices[kind], "config": dict(params[kind])} for kind in KINDS}
+    canonical["seed"] = int(seed)
+    blob = json.dumps(canonical, sort_keys=True, default=str, separators=(",", ":"))
+    return hashlib.sha256(blob.encode()).hexdigest()[:16]

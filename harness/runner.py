@@ -1,0 +1,216 @@
+"""One experiment, start to record.
+
+:func:`run_experiment` takes the composed config and the plugin choices and
+returns a :class:`~harness.record.Record`; it never talks to MLflow. That split is
+what lets the Ray launcher run experiments on workers that share nothing with the
+driver: the worker returns the record, the driver writes it.
+
+A failure in any plugin is caught here and turned into a FAILED record carrying
+the traceback (as ``traceback.txt``), so a sweep keeps what the failing run had
+already measured and says exactly where it broke.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import os
+import platform
+import socket
+import subprocess
+import time
+import traceback
+from pathlib import Path
+from typing import Any, Mapping
+
+from harness import __version__
+from harness.api import RunContext
+from harness.config import config_hash, flatten, plugin_params
+from harness.host import Host, get_host
+from harness.numerics.backend import EXACT
+from harness.record import FAILED, FINISHED, Record
+from harness.specs import KINDS
+
+__all__ = ["ExperimentFailed", "compare_claims", "git_state", "run_experiment"]
+
+log = logging.getLogger("harness")
+
+
+class ExperimentFailed(RuntimeError):
+    """Raised after a FAILED record was produced, to make the command exit non-zero."""
+
+
+def git_state(path: Path | None = None) -> tuple[str, str]:
+    """(commit, dirty flag) of the code that ran, or ("unknown", "unknown")."""
+    where = str(path or Path(__file__).resolve().parent)
+    try:
+        commit = subprocess.run(
+            ["git", "-C", where, "rev-parse", "HEAD"], capture_output=True, text=True, timeout=5, check=True
+        ).stdout.strip()
+        status = subprocess.run(
+            ["git", "-C", where, "status", "--porcelain", "--untracked-files=no"],
+            capture_output=True,
+            text=True,
+            timeout=5,
+            check=True,
+        ).stdout
+        return commit, str(bool(status.strip())).lower()
+    except (OSError, subprocess.SubprocessError):
+        return "unknown", "unknown"
+
+
+def _build_config(spec, values: Mapping[str, Any]) -> Any:
+    try:
+        return spec.config(**dict(values))
+    except TypeError as exc:
+        raise ValueError(f"{spec.kind} {spec.name!r}: bad config {dict(values)!r}: {exc}") from None
+
+
+def compare_claims(infos, configs: Mapping[str, Any], workload: str, metrics: Mapping[str, float]) -> list[dict]:
+    """Each applicable claim of the plugins used, next to what this run measured."""
+    rows = []
+    for info in infos:
+        params = plugin_params(configs[info.kind])
+        for claim in info.spec.claims:
+            if not claim.applies_to(params):
+                continue
+            measured = metrics.get(claim.metric)
+            same = claim.workload is None or claim.workload == workload
+            if measured is None:
+                status = "not measured"
+            elif same:
+                status = "comparable"
+            else:
+                status = f"different workload: paper used {claim.workload}, this run {workload}"
+            rows.append(
+                {
+                    "kind": info.kind,
+                    "plugin": info.name,
+                    "metric": claim.metric,
+                    "claimed": claim.value,
+                    "measured": measured,
+                    "ratio": (measured / claim.value) if (measured is not None and claim.value) else None,
+                    "unit": claim.unit,
+                    "paper_experiment": claim.experiment,
+                    "paper_workload": claim.workload or "any",
+                    "status": status,
+                }
+            )
+    return rows
+
+
+def _finite(metrics: Mapping[str, float], source: str) -> dict[str, float]:
+    bad = {k: v for k, v in metrics.items() if not isinstance(v, (int, float)) or not math.isfinite(float(v))}
+    if bad:
+        raise ValueError(f"{source} returned non-finite or non-numeric metrics: {bad}")
+    return {k: float(v) for k, v in metrics.items()}
+
+
+def _prefixed(metrics: Mapping[str, float], stage: str, suffix: str = "") -> dict[str, float]:
+    return {(k if "/" in k else f"{stage}/{k}") + suffix: v for k, v in metrics.items()}
+
+
+def run_experiment(
+    choices: Mapping[str, str],
+    plugin_values: Mapping[str, Mapping[str, Any]],
+    seed: int = 0,
+    cache_dir: str | os.PathLike = ".harness_cache",
+    resolved_config_yaml: str | None = None,
+    host: Host | None = None,
+) -> Record:
+    """Run workload x technique x accelerator and return the record.
+
+    ``choices`` maps each kind to a plugin name; ``plugin_values`` maps each kind
+    to that plugin's config values (a mapping the config dataclass accepts).
+    """
+    host = host or get_host()
+    record = Record(start_ms=int(time.time() * 1000))
+    infos = [host.info(kind, choices[kind]) for kind in KINDS]
+    configs = {info.kind: _build_config(info.spec, plugin_values.get(info.kind, {})) for info in infos}
+    params = {kind: plugin_params(configs[kind]) for kind in KINDS}
+    chash = config_hash(choices, params, seed)
+
+    record.params["seed"] = str(seed)
+    for kind in KINDS:
+        record.params[kind] = choices[kind]
+        for key, value in flatten(params[kind], kind).items():
+            record.params[key] = str(value)
+    commit, dirty = git_state()
+    record.tags.update(
+        {
+            "harness.config_hash": chash,
+            "harness.version": __version__,
+            "harness.seed": str(seed),
+            "harness.host": socket.gethostname(),
+            "harness.python": platform.python_version(),
+            "mlflow.source.git.commit": commit,
+            "harness.git_dirty": dirty,
+        }
+    )
+    for info in infos:
+        record.tags[f"harness.{info.kind}"] = info.name
+        record.tags[f"harness.{info.kind}.distribution"] = f"{info.distribution} {info.version}".strip()
+    if resolved_config_yaml is not None:
+        record.artifacts["config.yaml"] = resolved_config_yaml.encode()
+
+    ctx = RunContext(seed=seed, cache_dir=cache_dir, record=record)
+    stage = "setup"
+    started = time.perf_counter()
+    try:
+        stage = "workload factory"
+        workload = infos[0].spec.factory(configs["workload"])
+        stage = "technique factory"
+        technique = infos[1].spec.factory(configs["technique"])
+        stage = "accelerator factory"
+        accelerator = infos[2].spec.factory(configs["accelerator"])
+
+        stage = f"workload {choices['workload']!r} build"
+        subject = workload.build(ctx)
+        stage = f"technique {choices['technique']!r} apply"
+        subject = technique.apply(subject, workload, ctx)
+
+        numerics = getattr(accelerator, "numerics", None)
+        stage = f"workload {choices['workload']!r} evaluate on {choices['accelerator']!r}"
+        if numerics is not None and numerics is not EXACT:
+            quality = _finite(workload.evaluate(subject, numerics, ctx), stage)
+            ctx.log_metrics(_prefixed(quality, "eval"))
+        stage = f"workload {choices['workload']!r} evaluate on exact numerics"
+        exact = _finite(workload.evaluate(subject, EXACT, ctx), stage)
+        ctx.log_metrics(_prefixed(exact, "eval", "_exact"))
+        if numerics is None or numerics is EXACT:
+            ctx.log_metrics(_prefixed(exact, "eval"))
+
+        stage = f"workload {choices['workload']!r} op trace"
+        trace = workload.op_trace(subject)
+        ctx.log_metrics(trace.summary())
+        ctx.log_table("op_trace", trace.rows())
+        stage = f"accelerator {choices['accelerator']!r} cost"
+        cost = _finite(accelerator.cost(trace, ctx), stage)
+        ctx.log_metrics(_prefixed(cost, "accelerator"))
+        record.status = FINISHED
+    except Exception as exc:  # any plugin failure becomes a FAILED record
+        record.status = FAILED
+        record.error = f"{stage}: {type(exc).__name__}: {exc}"
+        record.artifacts["traceback.txt"] = traceback.format_exc().encode()
+        record.tags["harness.failed_stage"] = stage
+        log.error("run failed in %s: %s", stage, exc)
+
+    record.tags["harness.duration_s"] = f"{time.perf_counter() - started:.3f}"
+    claims = compare_claims(infos, configs, choices["workload"], record.metrics)
+    if claims:
+        ctx.log_table("claims", claims)
+        ctx.log_json("claims.json", claims)
+        record.tags["harness.claims"] = str(len(claims))
+    record.end_ms = int(time.time() * 1000)
+    return record
+
+
+def format_summary(record: Record) -> str:
+    """A few human lines for the end of a run."""
+    lines = [f"status: {record.status}  config_hash: {record.config_hash}"]
+    if record.error:
+        lines.append(f"error: {record.error}")
+    for name in sorted(record.metrics):
+        lines.append(f"  {name:<40s} {record.metrics[name]:.6g}")
+    return "\n".join(lines)
+
