@@ -1,0 +1,77 @@
+"""``bf16``: an accelerator that multiplies in bfloat16 and accumulates in float32.
+
+An example of a third-party plugin, small enough to read in a minute and real
+enough to measure: many NPUs feed bfloat16 operands into float32 accumulators,
+so this plugin's numerics round both operands to bfloat16 (round to nearest,
+ties to even, on the float32 bit pattern) before a float32 GEMM. Integer codes
+up to 8 bits are exact in bfloat16, so an INT8 workload sees only the float32
+accumulation. The cost model charges a fixed energy per MAC (a parameter), as a
+first-order model of a systolic array.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from harness import hookimpl
+from harness.specs import AcceleratorSpec
+
+
+@dataclass
+class Bf16Config:
+    """Operating point of the modelled array."""
+
+    #: Energy of one bfloat16 multiply plus float32 add, in picojoules.
+    energy_per_mac_pj: float = 0.5
+    #: MACs per clock cycle (array rows x columns).
+    macs_per_cycle: int = 16384
+    #: Clock frequency in MHz.
+    clock_mhz: float = 1000.0
+
+
+def to_bfloat16(x: np.ndarray) -> np.ndarray:
+    """Round float32 values to the nearest bfloat16, returned as float32."""
+    bits = np.asarray(x, dtype=np.float32).view(np.uint32).astype(np.uint64)
+    rounding = 0x7FFF + ((bits >> 16) & 1)
+    rounded = ((bits + rounding) >> 16) << 16
+    return rounded.astype(np.uint32).view(np.float32)
+
+
+class Bf16Numerics:
+    name = "bf16"
+
+    def matmul(self, a: np.ndarray, b: np.ndarray) -> np.ndarray:
+        out = to_bfloat16(a.astype(np.float32)) @ to_bfloat16(b.astype(np.float32))
+        if np.issubdtype(a.dtype, np.integer) and np.issubdtype(b.dtype, np.integer):
+            return out.astype(np.float64)
+        return out
+
+
+class Bf16Accelerator:
+    def __init__(self, config: Bf16Config):
+        if config.energy_per_mac_pj <= 0 or config.macs_per_cycle <= 0 or config.clock_mhz <= 0:
+            raise ValueError(f"bf16: energy_per_mac_pj, macs_per_cycle and clock_mhz must be positive, got {config}")
+        self.config = config
+        self.numerics = Bf16Numerics()
+
+    def cost(self, trace, ctx) -> dict[str, float]:
+        c = self.config
+        macs = float(trace.macs)  # a dense systolic array does not skip zeros
+        cycles = np.ceil(macs / c.macs_per_cycle)
+        return {
+            "energy_uj": macs * c.energy_per_mac_pj * 1e-6,
+            "energy_per_mac_pj": c.energy_per_mac_pj,
+            "latency_us": cycles / c.clock_mhz,
+        }
+
+
+@hookimpl
+def harness_accelerators():
+    yield AcceleratorSpec(
+        name="bf16",
+        summary="Example third-party accelerator: bfloat16 operands, float32 accumulation",
+        config=Bf16Config,
+        factory=Bf16Accelerator,
+    )

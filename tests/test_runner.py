@@ -1,0 +1,105 @@
+"""One experiment: composition, seeding, provenance tags, artifacts, claims."""
+
+from __future__ import annotations
+
+import csv
+import io
+from dataclasses import dataclass
+
+import pytest
+
+from conftest import mlflow_runs, run_harness
+from harness.api import RunContext
+from harness.host import PluginInfo
+from harness.runner import compare_claims, run_experiment
+from harness.specs import AcceleratorSpec, Claim, PaperRef
+
+CHOICES = {"workload": "dot_products", "technique": "none", "accelerator": "exact"}
+
+
+def _run(seed=0, **workload):
+    values = {"workload": {"count": 64, "columns": 8, "sparsity": 0.5, **workload}, "technique": {}, "accelerator": {}}
+    return run_experiment(CHOICES, values, seed=seed, cache_dir="/tmp/unused-cache")
+
+
+def test_same_config_and_seed_give_identical_metrics():
+    a, b = _run(seed=3), _run(seed=3)
+    assert a.status == b.status == "FINISHED"
+    assert a.metrics == b.metrics and a.series == b.series
+    assert a.config_hash == b.config_hash
+
+
+def test_seed_changes_the_data_and_the_hash():
+    a, b = _run(seed=0), _run(seed=1)
+    assert a.config_hash != b.config_hash
+    assert a.metrics["trace/nonzero_macs"] != b.metrics["trace/nonzero_macs"]
+
+
+def test_record_carries_params_tags_and_artifacts():
+    record = _run()
+    assert record.params["workload"] == "dot_products" and record.params["workload.sparsity"] == "0.5"
+    assert record.params["seed"] == "0"
+    tags = record.tags
+    for key in ("harness.config_hash", "mlflow.source.git.commit", "harness.git_dirty", "harness.host", "harness.seed"):
+        assert tags[key]
+    assert tags["harness.accelerator.distribution"].startswith("accel-harness ")
+    rows = list(csv.DictReader(io.StringIO(record.artifacts["tables/op_trace.csv"].decode())))
+    assert rows[0]["name"] == "dot_products" and int(rows[0]["k"]) == 128
+    # The exact accelerator's numerics are the reference: eval and eval_exact agree.
+    assert record.metrics["numerics/rmse"] == record.metrics["numerics/rmse_exact"] == 0.0
+
+
+def test_bad_plugin_config_value_fails_the_run_with_the_reason():
+    record = _run(distribution="bogus")
+    assert record.status == "FAILED"
+    assert "distribution='bogus'" in record.error and "uniform, gaussian, relu" in record.error
+    assert b"Traceback" in record.artifacts["traceback.txt"]
+
+
+@dataclass
+class _Cfg:
+    variant: str = "a"
+
+
+def test_claims_are_compared_where_the_metric_matches():
+    paper = PaperRef("A paper", "Someone", "Venue", 2025, "2501.00001")
+    spec = AcceleratorSpec(
+        name="claimy",
+        summary="has claims",
+        config=_Cfg,
+        factory=lambda c: c,
+        paper=paper,
+        claims=(
+            Claim("accelerator/tops_per_w", 100.0, "TOPS/W", "macro", when={"variant": "a"}),
+            Claim("accelerator/tops_per_w", 50.0, "TOPS/W", "macro", when={"variant": "b"}),
+            Claim("eval/accuracy", 0.9, "fraction", "ResNet18 CIFAR-10", workload="resnet18_cifar10"),
+            Claim("numerics/rmse", 1.0, "% FS", "MC"),
+        ),
+    )
+    info = PluginInfo(spec, "claimy", "dist", "1.0")
+    rows = compare_claims([info], {"accelerator": _Cfg()}, "mnist_lenet5", {"accelerator/tops_per_w": 80.0, "eval/accuracy": 0.95})
+    by_metric = {r["metric"]: r for r in rows}
+    assert len(rows) == 3  # the variant-b claim does not apply
+    assert by_metric["accelerator/tops_per_w"]["ratio"] == pytest.approx(0.8)
+    assert by_metric["accelerator/tops_per_w"]["status"] == "comparable"
+    assert "different workload" in by_metric["eval/accuracy"]["status"]
+    assert by_metric["numerics/rmse"]["status"] == "not measured"
+
+
+def test_context_rejects_unprefixed_or_non_numeric_metrics(tmp_path):
+    ctx = RunContext(0, tmp_path)
+    with pytest.raises(ValueError, match="stage prefix"):
+        ctx.log_metric("accuracy", 1.0)
+    with pytest.raises(ValueError, match="must be a number"):
+        ctx.log_metric("eval/accuracy", "high")
+    assert ctx.child_seed("a") == RunContext(0, tmp_path).child_seed("a") != ctx.child_seed("b")
+
+
+def test_two_cli_runs_log_identical_metrics(workdir):
+    for _ in range(2):
+        result = run_harness(["run", "workload.count=64", "workload.sparsity=0.3", "seed=7"], workdir)
+        assert result.returncode == 0, result.stderr
+    first, second = mlflow_runs(workdir / "mlflow.db")
+    assert first.info.status == second.info.status == "FINISHED"
+    assert first.data.metrics == second.data.metrics
+    assert first.data.tags["harness.config_hash"] == second.data.tags["harness.config_hash"]
