@@ -31,7 +31,8 @@ commands:
   run [OVERRIDES]       run one experiment, or a sweep with -m (Hydra flags work:
                         --cfg job, --info, --help). Example:
                           harness run -m workload=dot_products accelerator=exact,ds_cim
-  plugins [--json]      list installed workloads, techniques and accelerators
+  plugins [--json|--markdown]
+                        list installed workloads, techniques and accelerators
   ui [--port N]         serve the MLflow UI for the configured store on 127.0.0.1
 
 environment:
@@ -45,17 +46,9 @@ def _fail(message: str, code: int = 2) -> int:
     return code
 
 
-def cmd_plugins(args: list[str]) -> int:
-    from harness.host import PluginError, get_host
-
-    unknown = [a for a in args if a != "--json"]
-    if unknown:
-        return _fail(f"plugins: unknown argument(s) {' '.join(unknown)}; valid: --json")
-    try:
-        infos = get_host().infos()
-    except PluginError as exc:
-        return _fail(str(exc), 1)
-    rows = [
+def plugin_rows(infos) -> list[dict]:
+    """Plain rows describing installed plugins (for --json, --markdown and the table)."""
+    return [
         {
             "kind": i.kind,
             "name": i.name,
@@ -71,8 +64,24 @@ def cmd_plugins(args: list[str]) -> int:
         }
         for i in infos
     ]
+
+
+def cmd_plugins(args: list[str]) -> int:
+    from harness.host import PluginError, get_host
+
+    unknown = [a for a in args if a not in ("--json", "--markdown")]
+    if unknown:
+        return _fail(f"plugins: unknown argument(s) {' '.join(unknown)}; valid: --json, --markdown")
+    try:
+        infos = get_host().infos()
+    except PluginError as exc:
+        return _fail(str(exc), 1)
+    rows = plugin_rows(infos)
     if "--json" in args:
         print(json.dumps(rows, indent=2))
+        return 0
+    if "--markdown" in args:
+        print(plugins_markdown(rows))
         return 0
     width = shutil.get_terminal_size((120, 20)).columns
     header = ("KIND", "NAME", "DISTRIBUTION", "SUMMARY / PAPER")
@@ -88,6 +97,16 @@ def cmd_plugins(args: list[str]) -> int:
         for line in wrapped[1:]:
             print(" " * lead + line)
     return 0
+
+
+def plugins_markdown(rows: list[dict]) -> str:
+    """The plugin table of the README: papers and their claims as data."""
+    lines = ["| kind | name | what | paper | claims (paper's headline figures) |", "|---|---|---|---|---|"]
+    for r in rows:
+        claims = "; ".join(f"`{c['metric']}` {c['value']:g} {c['unit']} ({c['experiment']})" for c in r["claims"])
+        paper = f"{r['paper']}" if r["paper"] else "reference"
+        lines.append(f"| {r['kind']} | `{r['name']}` | {r['summary']} | {paper} | {claims or '-'} |")
+    return "\n".join(lines)
 
 
 def cmd_ui(args: list[str]) -> int:
@@ -159,7 +178,11 @@ def main(argv: list[str] | None = None) -> int:
     command = COMMANDS.get(argv[0])
     if command is None:
         return _fail(f"unknown command {argv[0]!r}; valid commands: {', '.join(COMMANDS)} (see harness --help)")
-    return command(argv[1:])
+    try:
+        return command(argv[1:])
+    except BrokenPipeError:  # `harness plugins | head`: the reader left, not an error of ours
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 0
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -45,7 +45,7 @@ def test_unknown_command_and_argument_fail_clearly(workdir):
     result = run_harness(["frobnicate"], workdir)
     assert result.returncode == 2 and "valid commands: run, plugins, ui" in result.stderr
     result = run_harness(["plugins", "--yaml"], workdir)
-    assert result.returncode == 2 and "valid: --json" in result.stderr
+    assert result.returncode == 2 and "valid: --json, --markdown" in result.stderr
 
 
 def test_unknown_accelerator_names_the_valid_choices(workdir):
