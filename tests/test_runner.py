@@ -103,3 +103,12 @@ def test_two_cli_runs_log_identical_metrics(workdir):
     assert first.info.status == second.info.status == "FINISHED"
     assert first.data.metrics == second.data.metrics
     assert first.data.tags["harness.config_hash"] == second.data.tags["harness.config_hash"]
+
+
+def test_curves_are_plotted_as_png():
+    from harness.plots import curves_png
+    from harness.record import Record
+
+    assert curves_png(Record()) is None
+    png = curves_png(Record(series={"train/loss": [(0, 2.0), (1, 1.0)], "train/val_accuracy": [(0, 0.5), (1, 0.9)]}))
+    assert png[:8] == b"\x89PNG\r\n\x1a\n" and len(png) > 2000
