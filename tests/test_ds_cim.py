@@ -1,0 +1,209 @@
+"""Tests of the ds_cim accelerator plugin: kernel vs reference, statistics, cost, spec.
+
+The statistical tests use ``dot_products`` with ``columns=1``: every dot product
+then gets its own PRNG segment, so the workload's standard errors (which assume
+independent samples) are honest. With several columns the columns of one input
+vector share its random points and their errors are correlated.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+
+import numpy as np
+import pytest
+
+from harness.api import RunContext
+from harness.optrace import Op, OpTrace
+from harness.specs import validate_spec
+from plugins.dot_products import DotProducts, DotProductsConfig
+from plugins.ds_cim import DsCimAccelerator, DsCimConfig, encode, harness_accelerators
+from plugins.ds_cim.kernels import SCHEMES, mvm_counts
+from plugins.ds_cim.reference import mvm_counts_reference
+
+
+def measure(tmp_path, dp: dict, **accel) -> dict[str, float]:
+    ctx = RunContext(seed=0, cache_dir=tmp_path)
+    workload = DotProducts(DotProductsConfig(**dp))
+    subject = workload.build(ctx)
+    return workload.evaluate(subject, DsCimAccelerator(DsCimConfig(**accel)).numerics, ctx)
+
+
+STAT = dict(count=16384, columns=1, distribution="relu", weight_distribution="relu")
+
+
+# --------------------------------------------------------------- kernel vs reference
+
+
+@pytest.mark.parametrize("scheme", list(SCHEMES))
+@pytest.mark.parametrize(
+    "encoding,length,group,groups_per_stream",
+    [("sign_split", 256, 16, 1), ("sign_split", 100, 16, 8), ("offset_binary", 64, 4, 2), ("offset_binary", 130, 16, 1)],
+)
+def test_kernel_matches_reference_bit_for_bit(scheme, encoding, length, group, groups_per_stream):
+    rng = np.random.default_rng(7)
+    a = rng.integers(-128, 128, (6, 37))
+    b = rng.integers(-128, 128, (37, 5))
+    a[0, :9] = 0  # empty regions
+    b[3] = 0
+    xm, xn, wm, wn, bits = encode(a, b, encoding)
+    args = (xm, xn, wm, wn, np.uint64(0xDEADBEEFCAFEF00D), SCHEMES[scheme], length, bits, group, groups_per_stream)
+    fast = mvm_counts(*args)
+    slow = mvm_counts_reference(*args)
+    assert fast.dtype == slow.dtype == np.int64
+    np.testing.assert_array_equal(fast, slow)
+    assert fast.sum() > 0
+
+
+# --------------------------------------------------------------- backend contract
+
+
+def test_same_seed_same_output_other_seed_other_output():
+    rng = np.random.default_rng(0)
+    a = rng.integers(-128, 128, (16, 64)).astype(np.int8)
+    b = rng.integers(-128, 128, (64, 8)).astype(np.int8)
+    one = DsCimAccelerator(DsCimConfig(seed=3)).numerics.matmul(a, b)
+    two = DsCimAccelerator(DsCimConfig(seed=3)).numerics.matmul(a, b)
+    other = DsCimAccelerator(DsCimConfig(seed=4)).numerics.matmul(a, b)
+    assert one.dtype == np.float64
+    np.testing.assert_array_equal(one, two)
+    assert not np.array_equal(one, other)
+
+
+def test_integer_codes_outside_int8_are_refused():
+    backend = DsCimAccelerator(DsCimConfig()).numerics
+    with pytest.raises(ValueError, match=r"\[-128, 127\]"):
+        backend.matmul(np.full((2, 4), 200, np.int32), np.ones((4, 3), np.int32))
+
+
+def test_float_operands_are_quantized_and_rescaled():
+    rng = np.random.default_rng(1)
+    a = rng.uniform(-2, 2, (256, 128)).astype(np.float32)
+    b = rng.normal(0, 0.1, (128, 4)).astype(np.float32)
+    got = DsCimAccelerator(DsCimConfig(stream_length=1024)).numerics.matmul(a, b)
+    exact = a @ b
+    assert got.dtype == np.float32 and got.shape == exact.shape
+    full_scale = 128 * np.abs(a).max() * np.abs(b).max()
+    assert np.sqrt(np.mean((got - exact) ** 2)) / full_scale < 0.01
+    zeros = DsCimAccelerator(DsCimConfig()).numerics.matmul(np.zeros((3, 5), np.float32), b[:5])
+    np.testing.assert_array_equal(zeros, 0)
+
+
+@pytest.mark.parametrize(
+    "field,value,needle",
+    [
+        ("variant", "ds_cim3", "ds_cim1, ds_cim2"),
+        ("scheme", "random", "exclusive, independent, nested"),
+        ("encoding", "twos", "sign_split, offset_binary"),
+        ("or_group", 12, "power of two"),
+        ("stream_length", 0, "stream_length=0"),
+        ("point_sharing", "row", "array, group"),
+    ],
+)
+def test_bad_config_names_value_and_valid_choices(field, value, needle):
+    with pytest.raises(ValueError, match=needle):
+        DsCimAccelerator(DsCimConfig(**{field: value}))
+
+
+# --------------------------------------------------------------- statistics
+
+
+@pytest.mark.parametrize("length,sparsity", [(64, 0.0), (256, 0.0), (256, 0.5)])
+def test_exclusive_scheme_is_unbiased(tmp_path, length, sparsity):
+    m = measure(tmp_path, dict(STAT, sparsity=sparsity), stream_length=length)
+    assert abs(m["numerics/bias"]) < 3 * m["numerics/bias_se"], m
+
+
+def test_exclusive_rmse_falls_as_one_over_sqrt_length(tmp_path):
+    """Independent samples: the count is binomial, so rmse * sqrt(L) is constant."""
+    scaled = [measure(tmp_path, STAT, stream_length=L)["numerics/rmse"] * math.sqrt(L) for L in (64, 128, 256, 1024)]
+    assert max(scaled) / min(scaled) < 1.15, scaled
+
+
+@pytest.mark.parametrize("scheme", ["independent", "nested"])
+def test_naive_schemes_are_biased_more_with_denser_inputs(tmp_path, scheme):
+    biases = []
+    for sparsity in (0.9, 0.5, 0.0):  # input density 0.1, 0.5, 1
+        m = measure(tmp_path, dict(STAT, sparsity=sparsity), scheme=scheme, stream_length=128)
+        assert m["numerics/bias"] < -3 * m["numerics/bias_se"], (sparsity, m)
+        biases.append(-m["numerics/bias"])
+    assert biases[0] < biases[1] < biases[2], biases
+
+
+# --------------------------------------------------------------- cost model
+
+
+def dense_trace(m=65536, k=128, n=32, **densities):
+    return OpTrace((Op("mvm", m=m, k=k, n=n, weight_bits=8, input_bits=8, **densities),))
+
+
+def test_ds_cim2_reproduces_calibration_point(tmp_path):
+    acc = DsCimAccelerator(DsCimConfig(variant="ds_cim2"))
+    cost = acc.cost(dense_trace(), RunContext(seed=0, cache_dir=tmp_path))
+    assert cost["accelerator/peak_tops_per_w"] == pytest.approx(3566.1, rel=1e-9)
+    assert cost["accelerator/peak_tops_per_mm2"] == pytest.approx(363.7, rel=1e-9)
+    # A long stream of vectors amortizes the weight load: within 0.5% of the peak.
+    assert cost["accelerator/tops_per_w"] == pytest.approx(3566.1, rel=5e-3)
+    assert cost["accelerator/tops_per_mm2"] == pytest.approx(363.7, rel=5e-3)
+    assert cost["accelerator/cycles"] == 65536 * 4 + 128  # L=256 on 64 replicas, one tile load
+    expected = {"tops_per_w", "tops_per_mm2", "energy_per_mac_pj", "energy_uj", "latency_us", "cycles"}
+    assert expected <= {k.split("/", 1)[1] for k in cost}
+
+
+def test_zeros_save_energy_only_with_sign_split_and_never_cycles(tmp_path):
+    ctx = RunContext(seed=0, cache_dir=tmp_path)
+    for variant, saves in (("ds_cim1", True), ("ds_cim2", False)):
+        acc = DsCimAccelerator(DsCimConfig(variant=variant))
+        dense = acc.cost(dense_trace(m=1024), ctx)
+        sparse = acc.cost(dense_trace(m=1024, input_density=0.3), ctx)
+        assert sparse["accelerator/cycles"] == dense["accelerator/cycles"]
+        assert (sparse["accelerator/energy_uj"] < dense["accelerator/energy_uj"]) == saves
+
+
+def test_shorter_streams_cost_less(tmp_path):
+    ctx = RunContext(seed=0, cache_dir=tmp_path)
+    costs = [DsCimAccelerator(DsCimConfig(stream_length=L)).cost(dense_trace(m=1024), ctx) for L in (64, 256)]
+    assert costs[0]["accelerator/cycles"] < costs[1]["accelerator/cycles"]
+    assert costs[0]["accelerator/tops_per_w"] > costs[1]["accelerator/tops_per_w"]
+
+
+# --------------------------------------------------------------- spec
+
+
+def test_spec_is_valid_and_claims_apply_to_their_variant():
+    (spec,) = list(harness_accelerators())
+    validate_spec(spec)
+    params1 = dataclasses.asdict(DsCimConfig())
+    params2 = dataclasses.asdict(DsCimConfig(variant="ds_cim2"))
+    applied1 = {(c.metric, c.value) for c in spec.claims if c.applies_to(params1)}
+    applied2 = {(c.metric, c.value) for c in spec.claims if c.applies_to(params2)}
+    assert ("numerics/rmse", 0.74) in applied1 and ("eval/accuracy", 0.9445) in applied1
+    assert {("numerics/rmse", 3.81), ("accelerator/tops_per_w", 3566.1), ("accelerator/tops_per_mm2", 363.7)} <= applied2
+    assert all(0 < c.value < 1 for c in spec.claims if c.metric == "eval/accuracy")
+
+
+def test_smoke_config_runs_end_to_end(tmp_path):
+    (spec,) = list(harness_accelerators())
+    acc = spec.factory(spec.config(**spec.smoke))
+    ctx = RunContext(seed=0, cache_dir=tmp_path)
+    workload = DotProducts(DotProductsConfig(count=64, columns=8))
+    subject = workload.build(ctx)
+    metrics = workload.evaluate(subject, acc.numerics, ctx)
+    cost = acc.cost(workload.op_trace(subject), ctx)
+    assert np.isfinite(metrics["numerics/rmse"]) and cost["accelerator/cycles"] > 0
+
+
+# --------------------------------------------------------------- slow: the variants' operating points
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("variant,encoding", [("ds_cim1", "sign_split"), ("ds_cim2", "offset_binary")])
+def test_variants_rmse_scales_as_one_over_sqrt_length_on_default_operands(tmp_path, variant, encoding):
+    """Both encodings are unbiased and binomial; only the constant differs."""
+    dp = dict(count=65536, columns=1)
+    rows = [measure(tmp_path, dp, variant=variant, stream_length=L) for L in (64, 256, 1024)]
+    for m in rows:
+        assert abs(m["numerics/bias"]) < 3 * m["numerics/bias_se"], m
+    scaled = [m["numerics/rmse"] * math.sqrt(L) for m, L in zip(rows, (64, 256, 1024))]
+    assert max(scaled) / min(scaled) < 1.15, scaled
