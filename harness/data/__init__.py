@@ -81,6 +81,19 @@ class Splits:
     def test(self) -> tuple[np.ndarray, np.ndarray]:
         return self.x_test, self.y_test
 
+    def first_train(self, n: int) -> "Splits":
+        """The same splits with only the first ``n`` training samples (0: all).
+
+        Splits are already shuffled (seeded), so a prefix is a random subset;
+        validation and test stay whole so accuracies remain comparable.
+        """
+        if n < 0:
+            raise ValueError(f"train_samples={n}: use 0 (all) or a positive count")
+        if n == 0:
+            return self
+        return Splits(self.name, self.x_train[:n], self.y_train[:n], self.x_val, self.y_val,
+                      self.x_test, self.y_test, self.num_classes)
+
     def split(self, name: str) -> tuple[np.ndarray, np.ndarray]:
         if name not in ("train", "val", "test"):
             raise ValueError(f"split {name!r}: valid are train, val, test")

@@ -46,12 +46,7 @@ class MnistLenet5(ModelWorkload):
         super().validate()
 
     def load_data(self, seed: int) -> Splits:
-        data = load_mnist5k(seed)
-        n = self.config.train_samples
-        if n:
-            data = Splits(data.name, data.x_train[:n], data.y_train[:n], data.x_val, data.y_val,
-                          data.x_test, data.y_test, data.num_classes)
-        return data
+        return load_mnist5k(seed).first_train(self.config.train_samples)
 
     def make_model(self, rng: np.random.Generator):
         return lenet5(rng, batchnorm=self.config.batchnorm)
