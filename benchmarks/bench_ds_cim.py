@@ -28,7 +28,7 @@ import numba
 import numpy as np
 
 from plugins.ds_cim import encode
-from plugins.ds_cim.kernels import SCHEMES, mvm_counts
+from plugins.ds_cim.kernels import PARTITIONS, REMAPS, SCHEMES, mvm_counts
 from plugins.ds_cim.reference import mvm_counts_reference
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -68,11 +68,12 @@ def blas_rate(m, k, n, repeats=200) -> dict[str, float]:
     return rates
 
 
-def bench_case(m, k, n, length, encoding, scheme, ref_rows, repeats, blas):
+def bench_case(m, k, n, length, encoding, scheme, ref_rows, repeats, blas, remap="none", partition="slot"):
     a, b = operands(m, k, n)
     xm, xn, wm, wn, bits = encode(a, b, encoding)
     key = np.uint64(12345)
-    args = lambda rows: (xm[:rows], xn[:rows], wm, wn, key, SCHEMES[scheme], length, bits, 16, 1)  # noqa: E731
+    args = lambda rows: (xm[:rows], xn[:rows], wm, wn, key, SCHEMES[scheme], length, bits, 16, 1,  # noqa: E731
+                         REMAPS[remap], PARTITIONS[partition])
     mvm_counts(*args(2))  # compile / load from cache
     threads = numba.get_num_threads()
     t_kernel = best_of(lambda: mvm_counts(*args(m)), repeats)
@@ -94,6 +95,8 @@ def bench_case(m, k, n, length, encoding, scheme, ref_rows, repeats, blas):
         "stream_length": length,
         "encoding": encoding,
         "scheme": scheme,
+        "remap": remap,
+        "partition": partition,
         "reference_rows": ref_rows,
         "numba_threads": threads,
         "bit_for_bit_equal": same,
@@ -123,7 +126,10 @@ def main() -> None:
     m, ref_rows, repeats = (256, 8, 1) if args.quick else (2048, 32, 3)
     blas = blas_rate(m, 128, 32)
     cases = [
-        bench_case(m, 128, 32, 256, "sign_split", "exclusive", ref_rows, repeats, blas),  # DS-CIM1 operating point
+        # DS-CIM1 operating point (defaults: pow2 remapping, weight-sized slices)
+        bench_case(m, 128, 32, 256, "sign_split", "exclusive", ref_rows, repeats, blas, "pow2", "weight"),
+        bench_case(m, 128, 32, 256, "sign_split", "exclusive", ref_rows, repeats, blas, "pow2", "slot"),
+        bench_case(m, 128, 32, 256, "sign_split", "exclusive", ref_rows, repeats, blas),  # no remapping
         bench_case(m, 128, 32, 256, "offset_binary", "exclusive", ref_rows, repeats, blas),  # DS-CIM2
         bench_case(m, 128, 32, 64, "sign_split", "independent", ref_rows, repeats, blas),
     ]
@@ -144,12 +150,13 @@ def main() -> None:
     }
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
     Path(args.out).write_text(json.dumps(result, indent=2) + "\n")
-    print(f"{'case':44s} {'kernel MAC/s':>13s} {'1-thr MAC/s':>12s} {'ref MAC/s':>11s} {'BLAS MAC/s':>11s} "
+    print(f"{'case':58s} {'kernel MAC/s':>13s} {'1-thr MAC/s':>12s} {'ref MAC/s':>11s} {'BLAS MAC/s':>11s} "
           f"{'kern/ref':>9s} {'BLAS/kern':>9s} {'1thr BLAS/kern':>14s} equal")
     for c in cases:
         r = c["macs_per_s"]
-        label = f"{c['encoding']} {c['scheme']} L={c['stream_length']} {c['shape']['m']}x128x32"
-        print(f"{label:44s} {r['kernel']:13.3e} {r['kernel_1_thread']:12.3e} {r['reference']:11.3e} "
+        label = (f"{c['encoding']} {c['scheme']} {c['remap']}/{c['partition']} L={c['stream_length']} "
+                 f"{c['shape']['m']}x128x32")
+        print(f"{label:58s} {r['kernel']:13.3e} {r['kernel_1_thread']:12.3e} {r['reference']:11.3e} "
               f"{r['blas_float32']:11.3e} {c['kernel_over_reference']:9.1f} {c['blas_over_kernel']:9.1f} "
               f"{c['blas_1_thread_over_kernel_1_thread']:14.1f} {c['bit_for_bit_equal']}")
     print(f"wrote {args.out}")

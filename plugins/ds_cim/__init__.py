@@ -18,7 +18,10 @@ What is simulated, per column of the macro and per input vector:
      ``v < w_ij``. The ``G`` rows of an OR-G group own disjoint sub-squares, so
      at most one fires per sample, OR = sum, and ``count * G * 2**(2 bits) / L``
      is an unbiased estimate of the group's ``sum(x w)``. A zero operand is an
-     empty region (sign-split) and never fires.
+     empty region (sign-split) and never fires. With ``partition=weight`` the
+     equal slots become slices of one ``log2(G)+bits``-bit coordinate sized
+     ``|w_ij|`` (below), and ``remap=pow2`` shifts each group's operands to full
+     range first; both keep the regions disjoint and the estimate unbiased.
    * ``independent`` (naive): a PRNG per row, regions span the whole square;
      OR gives ``1 - prod(1 - p_i)`` and saturates, so the estimate is low.
    * ``nested`` (naive): one shared point, regions nested at the origin; OR
@@ -40,16 +43,43 @@ practice; each is a config field so a reader of the full paper can set it):
   counter per group, no sign logic) at a higher variance (the offset moves
   every product to the middle of the square). The notes give DS-CIM2 no
   geometry, so it shares DS-CIM1's 128 x 32 array, OR16 and 64 replicas.
-  **Caveat, measured:** this DS-CIM2 reproduces the paper's RMSE (3.88% vs
-  3.81%) but not its accuracy: INT8 LeNet-5/MNIST is at chance up to L=1024
-  (the offset's variance swamps small activations), where the paper keeps
-  94.31% on ResNet18 at L=256. So the paper's DS-CIM2 is probably not plain
-  offset-binary; set ``encoding=sign_split`` for a usable DS-CIM2.
-* Even sign-split loses more accuracy than the paper reports (LeNet-5: 87-90%
-  at L=256 vs 98.2% exact INT8; 97.9% at L=1024). Exclusive slots give each
-  row 1/G of the samples, so the variance is G times that of a row with its own
-  stream; the paper's "stochastic process analysis" of the 1s saturation may
-  recover part of that, and is not reconstructed here.
+  **Caveat, measured: this DS-CIM2 reading collapses on networks.** It
+  reproduces the paper's RMSE (3.88% vs 3.81%) but INT8 LeNet-5/MNIST is at
+  chance (8-12%) at L=64..256 with every remapping option below (the offset
+  moves every operand to >= 128, so ``pow2`` finds no leading zeros, and the
+  offset's variance swamps small activations), where the paper keeps 94.31% on
+  ResNet18 at L=256. No reading tried here matched both the 3.81% RMSE and a
+  usable accuracy (README), so DS-CIM2 stays offset-binary with
+  ``remap=none, partition=slot``: it carries the paper's RMSE and cost claims,
+  not its accuracy; set ``encoding=sign_split`` for a usable DS-CIM2.
+* **Data remapping** (the abstract: "we resolve the 1s saturation issue via
+  stochastic process analysis and data remapping"; the mechanism is not in the
+  notes, so both options are readings [inferred]). With equal slots a row fires
+  with probability ``(1/G)(x/2**b)(w/2**b)``; network operands are small against
+  full scale, so a group gets a handful of hits per stream and the relative
+  error is tens of percent (DS-CIM1 without remapping: 33 / 68 / 90% on INT8
+  LeNet-5 at L=64/128/256 vs 98.3% exact INT8).
+
+  * ``remap``: ``none``, or ``pow2``: per OR group shift every operand left by
+    the leading-zero count of the group's largest magnitude (weights per
+    (group, column), offline; inputs per (input vector, group), online); the
+    group's count is scaled back by exactly ``2**-(sx+sw)``. Lossless, unbiased.
+  * ``partition``: ``slot`` (equal 1/G slots), or ``weight``: the group's
+    sample space is cut into slices sized ``|w_i|`` (known offline, per column):
+    one ``log2(G)+bits``-bit coordinate ``s`` per sample, row ``i`` fires iff
+    ``lo_i <= s < hi_i`` (cumulative ``|w|``) and ``u < x_i``. The cumulative
+    sums are shifted so the group's weight sum fills more than half of the
+    coordinate's range (an exact power-of-two stand-in for "rescale by the
+    group's weight sum"), so a sample hits some row with probability
+    ``>= 1/2 * mean(x)/2**b`` instead of ``(1/G) sum(x w)/4**b``. Exclusive
+    (disjoint slices: OR = sum) and unbiased. Exclusive scheme only.
+  * Defaults, chosen on the validation split (README): DS-CIM1 ``pow2`` +
+    ``weight`` (val 88.8 / 94.4 / 96.8% at L=64/128/256, exact INT8 98.0%;
+    test 89.8 / 96.2 / 97.6% vs 98.3%). ``remap=none, partition=slot`` is the
+    earlier reading and stays selectable. Both cost energy and area (cost.py).
+  * Not reconstructed: a saturation-aware estimator ("stochastic process
+    analysis"); with exclusive regions nothing saturates, so there is nothing
+    for it to correct here.
 * ``point_sharing``: ``group`` (default: each OR group draws its own point,
   e.g. from other taps of the shared PRNG) or ``array`` (one point per sample
   for the whole array). Exclusivity only concerns the rows of one OR group;
@@ -61,8 +91,6 @@ practice; each is a config field so a reader of the full paper can set it):
   random product signs decorrelate the groups and both give 0.68%.
 * The PRNG is an ideal uniform source (counter-based splitmix64), not an LFSR;
   every input vector gets a fresh segment of it (see ``kernels.py``).
-* "Data remapping" that fixes the 1s saturation is modelled as the exclusive
-  slot assignment itself; any further remapping in the paper is not modelled.
 * Float operands are quantized per tensor, symmetric, to ``-127..127``.
 
 Randomness is seeded by ``seed`` and by the operands' bytes: the same config,
@@ -173,12 +201,15 @@ def harness_accelerators():
 #: Operating points of the paper's two variants. DS-CIM1's geometry is from the
 #: notes; DS-CIM2's encoding (and its sharing DS-CIM1's geometry) is [inferred].
 PRESETS = {
-    "ds_cim1": {"rows": 128, "columns": 32, "or_group": 16, "replication": 64, "encoding": "sign_split"},
-    "ds_cim2": {"rows": 128, "columns": 32, "or_group": 16, "replication": 64, "encoding": "offset_binary"},
+    "ds_cim1": {"rows": 128, "columns": 32, "or_group": 16, "replication": 64, "encoding": "sign_split",
+                "remap": "pow2", "partition": "weight"},
+    "ds_cim2": {"rows": 128, "columns": 32, "or_group": 16, "replication": 64, "encoding": "offset_binary", "remap": "none", "partition": "slot"},
 }
 ENCODINGS = ("sign_split", "offset_binary")
 SCHEMES = ("exclusive", "independent", "nested")
 POINT_SHARING = ("array", "group")
+REMAPS = ("none", "pow2")
+PARTITIONS = ("slot", "weight")
 INT8_MIN, INT8_MAX = -128, 127
 
 
@@ -202,6 +233,11 @@ class DsCimConfig:
     replication: Optional[int] = None
     #: One PRNG point per sample per OR ``group``, or one for the whole ``array`` [inferred].
     point_sharing: str = "group"
+    #: Data remapping [inferred]: ``none`` or ``pow2`` (per-group shift to full range); None = the variant's.
+    remap: Optional[str] = None
+    #: How an OR group's sample space is split among its rows [inferred]: equal ``slot``s, or
+    #: slices sized ``|w|`` (``weight``, exclusive only); None = the variant's.
+    partition: Optional[str] = None
     #: Macro clock [inferred]; sets latency and TOPS/mm^2, not energy.
     clock_mhz: float = 1000.0
     #: Seeds the PRNG (with the operands' bytes).
@@ -221,6 +257,8 @@ class ResolvedConfig:
     or_group: int
     replication: int
     point_sharing: str
+    remap: str
+    partition: str
     clock_mhz: float
     seed: int
 
@@ -231,11 +269,19 @@ def resolve(config: DsCimConfig) -> ResolvedConfig:
         raise ValueError(f"ds_cim: variant={config.variant!r} is not one of {', '.join(PRESETS)}")
     preset = PRESETS[config.variant]
     values = {name: getattr(config, name) if getattr(config, name) is not None else preset[name] for name in preset}
+    if config.partition is None and config.scheme != "exclusive":
+        values["partition"] = "slot"  # the naive schemes have no slots to resize
     problems = []
     if config.scheme not in SCHEMES:
         problems.append(f"scheme={config.scheme!r}: valid are {', '.join(SCHEMES)}")
     if values["encoding"] not in ENCODINGS:
         problems.append(f"encoding={values['encoding']!r}: valid are {', '.join(ENCODINGS)}")
+    if values["remap"] not in REMAPS:
+        problems.append(f"remap={values['remap']!r}: valid are {', '.join(REMAPS)}")
+    if values["partition"] not in PARTITIONS:
+        problems.append(f"partition={values['partition']!r}: valid are {', '.join(PARTITIONS)}")
+    elif values["partition"] == "weight" and config.scheme != "exclusive":
+        problems.append(f"partition='weight' needs scheme='exclusive', got {config.scheme!r}")
     if config.point_sharing not in POINT_SHARING:
         problems.append(f"point_sharing={config.point_sharing!r}: valid are {', '.join(POINT_SHARING)}")
     if not (isinstance(config.stream_length, int) and config.stream_length >= 1):
@@ -283,6 +329,8 @@ class DsCimBackend:
         self.name = f"ds_cim[{cfg.variant},{cfg.scheme},L={cfg.stream_length}]"
         self._kernel = kernel or kernels.mvm_counts
         self._scheme = kernels.SCHEMES[cfg.scheme]
+        self._remap = kernels.REMAPS[cfg.remap]
+        self._partition = kernels.PARTITIONS[cfg.partition]
 
     def stream_key(self, a: np.ndarray, b: np.ndarray) -> int:
         """PRNG key from the seed and the operands, so equal inputs give equal outputs."""
@@ -315,9 +363,13 @@ class DsCimBackend:
             bits,
             cfg.or_group,
             groups_per_stream,
+            self._remap,
+            self._partition,
         )
         region = cfg.or_group if cfg.scheme == "exclusive" else 1
         scale = region * float(2 ** (2 * bits)) / cfg.stream_length
+        if cfg.remap != "none" or cfg.partition != "slot":
+            scale = 1.0 / cfg.stream_length  # weighted counts: units of 2**-(log2 G + 2 bits), see kernels.py
         estimate = (counts[..., 0] - counts[..., 1]).astype(np.float64) * scale
         if cfg.encoding == "offset_binary":
             k = a.shape[1]
@@ -377,6 +429,8 @@ class DsCimAccelerator:
             encoding=r.encoding,
             scheme=r.scheme,
             point_sharing=r.point_sharing,
+            remap=r.remap,
+            partition=r.partition,
             clock_mhz=r.clock_mhz,
         )
 

@@ -22,8 +22,28 @@ or_tree             L * groups * columns * trees                   0.1 fJ
 counter_increment   L * groups * columns * activity                1.0 fJ
 sram_read_bit       rows * columns * 8 (weights into the logic)    0.5 fJ
 accumulate          columns * (groups * trees + 2) (adds, fixup)   5.0 fJ
-sram_write_bit      rows * columns * 8 per tile load               1.0 fJ
+sram_write_bit      rows * columns * cell_bits per tile load       1.0 fJ
+remap_detect        groups (``remap=pow2``: leading zeros of the   1.0 fJ
+                    group's largest input, online)
+remap_shift         rows (``remap=pow2``: input barrel shift,      0.5 fJ
+                    once per MVM, shared by all L samples)
+rescale_shift       groups * columns * trees (``remap=pow2`` or    1.0 fJ
+                    ``partition=weight``: shift a group count by
+                    its ``2**-(sx+sw)`` before accumulating)
 ==================  =============================================  ===============
+
+Data remapping [inferred costs]: ``remap=pow2`` adds the three actions above
+(the weights' shifts are computed offline and stored already shifted, so they
+cost nothing per MVM) and, in area, a shifter per row (not replicated: the
+shifted input feeds the replicated comparators) plus a leading-zero detector per
+group and a shifter per group-column-tree. ``partition=weight`` stores each
+cell's slice bound (the cumulative, normalized ``|w|`` of the group, ``log2(G) +
+bits`` bits, plus the sign bit: ``cell_bits`` = 12 for sign-split instead of 8),
+so SRAM reads, writes and area grow by 12/8, and the per-cell compare is a
+``log2(G)+bits``-bit comparison instead of ``bits`` (``cell_and`` scaled by
+that ratio); it also needs ``rescale_shift``. None of this is in the DS-CIM2
+calibration point (``remap=none``, ``partition=slot``), so the calibration is
+unchanged and the extra cost is a prediction.
 
 ``trees`` is 2 for the sign-split encoding (positive and negative OR trees and
 counters) and 1 for offset-binary. ``activity`` is the expected fraction of
@@ -90,6 +110,9 @@ ENERGY_FJ = {
     "sram_read_bit": 0.5,
     "accumulate": 5.0,
     "sram_write_bit": 1.0,
+    "remap_detect": 1.0,
+    "remap_shift": 0.5,
+    "rescale_shift": 1.0,
 }
 
 #: Nominal component area in um^2 (relative values [inferred]; scaled by the calibration).
@@ -101,6 +124,9 @@ AREA_UM2 = {
     "or_tree": 0.5,  # per group per column per tree per replica
     "counter": 20.0,  # per group per column per tree (adds 64 replica bits per clock)
     "accumulate": 100.0,  # per column (counter sum, rescale, correction)
+    "remap_shift": 3.0,  # per row (remap=pow2; not replicated)
+    "remap_detect": 10.0,  # per group (remap=pow2)
+    "rescale_shift": 5.0,  # per group per column per tree (remap=pow2 or partition=weight)
 }
 
 
@@ -117,6 +143,8 @@ class MacroParams:
     scheme: str  # "exclusive", "independent" or "nested"
     point_sharing: str  # "array" or "group"
     clock_mhz: float
+    remap: str = "none"  # "none" or "pow2"
+    partition: str = "slot"  # "slot" or "weight"
 
     @property
     def bits(self) -> int:
@@ -125,6 +153,22 @@ class MacroParams:
     @property
     def trees(self) -> int:
         return 2 if self.encoding == "sign_split" else 1
+
+    @property
+    def slice_bits(self) -> int:
+        """Width of the per-cell weight comparison: ``bits``, or ``log2(G)+bits`` for ``partition=weight``."""
+        if self.partition == "weight":
+            return int(math.log2(self.or_group)) + self.bits
+        return self.bits
+
+    @property
+    def cell_bits(self) -> int:
+        """SRAM bits per cell: the 8-bit weight, or sign + slice bound for ``partition=weight``."""
+        return 1 + self.slice_bits if self.partition == "weight" else WEIGHT_BITS
+
+    @property
+    def rescales(self) -> bool:
+        return self.remap != "none" or self.partition != "slot"
 
     @property
     def groups(self) -> int:
@@ -151,15 +195,21 @@ def mvm_actions(p: MacroParams, activity: float) -> dict[str, float]:
     L = p.stream_length
     cells = p.rows * p.columns
     or_units = p.groups * p.columns
-    return {
+    actions = {
         "prng_bit": L * p.planes * p.prng_streams,
         "sng_compare": L * p.rows,
-        "cell_and": L * cells,
+        "cell_and": L * cells * p.slice_bits / p.bits,
         "or_tree": L * or_units * p.trees,
         "counter_increment": L * or_units * activity,
-        "sram_read_bit": cells * WEIGHT_BITS,
+        "sram_read_bit": cells * p.cell_bits,
         "accumulate": p.columns * (p.groups * p.trees + 2),
     }
+    if p.remap == "pow2":
+        actions["remap_detect"] = p.groups
+        actions["remap_shift"] = p.rows
+    if p.rescales:
+        actions["rescale_shift"] = or_units * p.trees
+    return actions
 
 
 def _replica_area(p: MacroParams) -> float:
@@ -167,18 +217,23 @@ def _replica_area(p: MacroParams) -> float:
     return (
         AREA_UM2["prng_bit"] * p.planes * p.prng_streams
         + AREA_UM2["sng_compare"] * p.rows
-        + AREA_UM2["cell_and"] * p.rows * p.columns
+        + AREA_UM2["cell_and"] * p.rows * p.columns * p.slice_bits / p.bits
         + AREA_UM2["or_tree"] * p.groups * p.columns * p.trees
     )
 
 
 def _shared_area(p: MacroParams) -> float:
     """Nominal area that is not replicated: SRAM, counters, accumulators."""
-    return (
-        AREA_UM2["sram_bit"] * p.rows * p.columns * WEIGHT_BITS
+    area = (
+        AREA_UM2["sram_bit"] * p.rows * p.columns * p.cell_bits
         + AREA_UM2["counter"] * p.groups * p.columns * p.trees
         + AREA_UM2["accumulate"] * p.columns
     )
+    if p.remap == "pow2":
+        area += AREA_UM2["remap_shift"] * p.rows + AREA_UM2["remap_detect"] * p.groups
+    if p.rescales:
+        area += AREA_UM2["rescale_shift"] * p.groups * p.columns * p.trees
+    return area
 
 
 def nominal_area_um2(p: MacroParams, replica_scale: float | None = None) -> float:
@@ -245,7 +300,7 @@ def cost_of_trace(p: MacroParams, trace: OpTrace) -> dict[str, float]:
         density = op.input_density * op.weight_density if p.encoding == "sign_split" else 1.0
         energy_fj += mvms * _energy_fj(mvm_actions(p, NOMINAL_ACTIVITY * density))
         # Weights are written once per tile per op instance, one SRAM row per cycle.
-        energy_fj += op.count * tiles * p.rows * p.columns * WEIGHT_BITS * ENERGY_FJ["sram_write_bit"]
+        energy_fj += op.count * tiles * p.rows * p.columns * p.cell_bits * ENERGY_FJ["sram_write_bit"]
         cycles += mvms * p.cycles_per_mvm + op.count * tiles * p.rows
         macs += op.macs
     energy_j = energy_fj * cal.energy_scale * 1e-15

@@ -32,6 +32,35 @@ Schemes (``scheme`` argument):
 * ``NESTED`` (2): one shared point, no slots: regions are rectangles nested at
   the origin, OR gives the area of their union (about the largest product).
 
+Data remapping (``remap`` argument) [inferred reading of the abstract's "data
+remapping"]:
+
+* ``REMAP_NONE`` (0): operands as given; the result is the plain counter values.
+* ``REMAP_POW2`` (1): per OR group, every operand is shifted left by the
+  leading-zero count of the group's largest magnitude (the largest ``s`` with
+  ``max << s <= 2**bits``; 0 for an all-zero group): weights per (group, column),
+  computed once per call (offline in hardware), inputs per (input vector, group)
+  (online). Each group then uses the full unipolar range, so its rows fire up to
+  ``2**(sx + sw)`` times as often. Shifting integers is exact, so the estimate
+  stays unbiased once the group's count is scaled back by ``2**-(sx + sw)``. The
+  kernel returns that exactly, in integers:
+  ``sum_g count_g << (log2(G) + 2 bits - sx - sw)`` (``log2(G)`` is 0 for the
+  naive schemes), so ``counts / L`` is the estimate of the integer product.
+
+Partition of an exclusive group's sample space (``partition`` argument, EXCLUSIVE only):
+
+* ``PARTITION_SLOT`` (0): equal slots, as above.
+* ``PARTITION_WEIGHT`` (1) [inferred]: the point is ``(u, s)``: ``bits`` u bits
+  (planes ``[0, bits)``) and a ``log2(G) + bits``-bit slice coordinate ``s``
+  (planes ``[bits, 2 bits + log2(G))``, same plane count as the slot layout).
+  Per (group, column) the weights' cumulative magnitudes, shifted by
+  ``sw = pow2_shift(sum |w|, log2(G) + bits)`` so the group's weight sum fills
+  more than half of ``s``'s range, give row ``i`` the slice ``[lo_i, hi_i)``;
+  it fires iff ``lo_i <= s < hi_i and u < x_i``. Disjoint slices: OR = sum;
+  ``P = |w| 2**sw / 2**(log2 G + bits) * x / 2**bits``. The counts are weighted
+  as for ``REMAP_POW2`` (with this ``sw``); inputs are shifted too if ``remap``
+  is ``REMAP_POW2``.
+
 A stream is shared by ``groups_per_stream`` consecutive OR groups (the rows of
 one array share one PRNG point per sample when that is ``rows / G``; each group
 draws its own when it is 1). For ``INDEPENDENT`` the stream is the row.
@@ -44,6 +73,10 @@ from numba import njit, prange
 
 EXCLUSIVE, INDEPENDENT, NESTED = 0, 1, 2
 SCHEMES = {"exclusive": EXCLUSIVE, "independent": INDEPENDENT, "nested": NESTED}
+REMAP_NONE, REMAP_POW2 = 0, 1
+REMAPS = {"none": REMAP_NONE, "pow2": REMAP_POW2}
+PARTITION_SLOT, PARTITION_WEIGHT = 0, 1
+PARTITIONS = {"slot": PARTITION_SLOT, "weight": PARTITION_WEIGHT}
 
 GOLDEN = np.uint64(0x9E3779B97F4A7C15)
 MIX1 = np.uint64(0xBF58476D1CE4E5B9)
@@ -112,14 +145,61 @@ def slot_mask(planes, lg, slot):
     return mask
 
 
+@njit(cache=True, inline="always")
+def fill_slice_tables(planes, bits, lg, low, high_lt, high_eq):
+    """Two-level comparison tables for the ``lg + bits``-bit slice coordinate ``s``.
+
+    ``s = s_low + 2**bits * s_high`` with ``s_low`` on planes ``[bits, 2 bits)`` and
+    ``s_high`` on ``[2 bits, 2 bits + lg)``: ``low[c] = (s_low < c)``,
+    ``high_lt[h] = (s_high < h)``, ``high_eq[h] = (s_high == h)``. Then
+    ``s < c`` is ``high_lt[c >> bits] | (high_eq[c >> bits] & low[c & (2**bits - 1)])``
+    (:func:`slice_lt`), three loads per cell instead of ``lg + bits`` plane steps.
+    """
+    for c in range(low.shape[0]):
+        low[c] = lt_mask(planes, bits, bits, c)
+    for h in range(high_lt.shape[0]):
+        high_lt[h] = lt_mask(planes, 2 * bits, lg, h)
+        mask = ALL_ONES
+        for k in range(lg):
+            if (h >> k) & 1:
+                mask &= planes[2 * bits + k]
+            else:
+                mask &= ~planes[2 * bits + k]
+        high_eq[h] = mask
+
+
+@njit(cache=True, inline="always")
+def slice_lt(low, high_lt, high_eq, bits, c):
+    """Mask of the samples whose slice coordinate is below ``c`` (tables of :func:`fill_slice_tables`)."""
+    h = c >> bits
+    if h >= high_lt.shape[0]:
+        return ALL_ONES
+    return high_lt[h] | (high_eq[h] & low[c & ((np.int64(1) << bits) - 1)])
+
+
+@njit(cache=True, inline="always")
+def pow2_shift(mx, bits):
+    """Largest ``s`` with ``mx << s <= 2**bits`` (0 for ``mx <= 0``): the leading-zero count."""
+    s = np.int64(0)
+    if mx <= 0:
+        return s
+    full = np.int64(1) << np.int64(bits)
+    while (np.int64(mx) << (s + np.int64(1))) <= full:
+        s += np.int64(1)
+    return s
+
+
 @njit(cache=True, parallel=True)
-def mvm_counts(xmag, xneg, wmag, wneg, key, scheme, length, bits, group, groups_per_stream):
+def mvm_counts(xmag, xneg, wmag, wneg, key, scheme, length, bits, group, groups_per_stream, remap=0, partition=0):
     """Counter values of the stochastic MVM ``(M, K) x (K, N)``: int64 ``(M, N, 2)``.
 
     ``xmag``/``wmag`` are the unipolar magnitudes (int64, ``0 .. 2**bits``),
     ``xneg``/``wneg`` the sign bits (uint8) routing a row's product to the
     negative OR tree. ``[..., 0]`` is the positive count, ``[..., 1]`` the
-    negative one. ``group`` must be a power of two.
+    negative one. ``group`` must be a power of two. With ``remap=REMAP_POW2`` or
+    ``partition=PARTITION_WEIGHT`` (exclusive only) every group's count is
+    weighted by ``2**(log2(G) + 2 bits - sx - sw)`` (module docstring), so
+    ``counts / L`` is the estimate of the integer product.
     """
     m_count, k_count = xmag.shape
     n_count = wmag.shape[1]
@@ -131,7 +211,11 @@ def mvm_counts(xmag, xneg, wmag, wneg, key, scheme, length, bits, group, groups_
     if scheme == EXCLUSIVE:
         while (1 << lg) < group:
             lg += 1
+    by_weight = scheme == EXCLUSIVE and partition == PARTITION_WEIGHT
+    weighted = remap == REMAP_POW2 or by_weight
+    top = np.int64(lg + 2 * bits)  # weighted counts are in units of 2**-top
     n_planes = lg + 2 * bits
+    s_bits = lg + bits  # PARTITION_WEIGHT: the point's slice coordinate
     n_groups = (k_count + group - 1) // group
     if scheme == INDEPENDENT:
         n_streams = k_count
@@ -140,11 +224,56 @@ def mvm_counts(xmag, xneg, wmag, wneg, key, scheme, length, bits, group, groups_
     # Cells sharing one stream's point per word: the rows of its groups times the columns.
     rows_per_stream = 1 if scheme == INDEPENDENT else group * groups_per_stream
     n_thresholds = (1 << bits) + 1
-    use_table = rows_per_stream * n_count > n_thresholds
+    use_table = (not by_weight) and rows_per_stream * n_count > n_thresholds
     counts = np.zeros((m_count, n_count, 2), dtype=np.int64)
+    # Weight side (offline): per (group, column) shift, and the shifted magnitudes
+    # (slot partition) or the row's slice [lo, hi) of the slice axis (weight partition).
+    wshift = np.zeros((n_groups, n_count), dtype=np.int64)
+    wm = wmag.copy()
+    lo = np.zeros((k_count, n_count), dtype=np.int64)
+    hi = np.zeros((k_count, n_count), dtype=np.int64)
+    for g in range(n_groups):
+        r0 = g * group
+        r1 = min(r0 + group, k_count)
+        for j in range(n_count):
+            if by_weight:
+                total = np.int64(0)
+                for i in range(r0, r1):
+                    total += np.int64(wmag[i, j])
+                sh = pow2_shift(total, s_bits)
+                acc = np.int64(0)
+                for i in range(r0, r1):
+                    lo[i, j] = acc << sh
+                    acc += np.int64(wmag[i, j])
+                    hi[i, j] = acc << sh
+                wshift[g, j] = sh
+            elif remap == REMAP_POW2:
+                mx = np.int64(0)
+                for i in range(r0, r1):
+                    mx = max(mx, np.int64(wmag[i, j]))
+                sh = pow2_shift(mx, bits)
+                wshift[g, j] = sh
+                for i in range(r0, r1):
+                    wm[i, j] = np.int64(wmag[i, j]) << sh
     for m in prange(m_count):
+        # Input remapping (online): per (input vector, group) shift.
+        xrow = np.empty(k_count, dtype=np.int64)
+        xshift = np.zeros(n_groups, dtype=np.int64)
+        for i in range(k_count):
+            xrow[i] = xmag[m, i]
+        if remap == REMAP_POW2:
+            for g in range(n_groups):
+                mx = np.int64(0)
+                for i in range(g * group, min(g * group + group, k_count)):
+                    mx = max(mx, xrow[i])
+                sh = pow2_shift(mx, bits)
+                xshift[g] = sh
+                for i in range(g * group, min(g * group + group, k_count)):
+                    xrow[i] = xrow[i] << sh
         planes = np.empty(n_planes, dtype=np.uint64)
         v_table = np.empty(n_thresholds, dtype=np.uint64)
+        s_high_lt = np.empty(1 << lg, dtype=np.uint64)
+        s_high_eq = np.empty(1 << lg, dtype=np.uint64)
         or_pos = np.empty(n_count, dtype=np.uint64)
         or_neg = np.empty(n_count, dtype=np.uint64)
         for t in range(n_words):
@@ -167,26 +296,49 @@ def mvm_counts(xmag, xneg, wmag, wneg, key, scheme, length, bits, group, groups_
                             planes[p] = prng_word(key, base + p)
                         if use_table:
                             fill_lt_table(planes, lg + bits, bits, v_table)
+                        elif by_weight:
+                            fill_slice_tables(planes, bits, lg, v_table[: 1 << bits], s_high_lt, s_high_eq)
                         last_stream = stream
-                    x = xmag[m, i]
+                    x = xrow[i]
                     if x == 0:
                         continue  # empty region: the row never fires
+                    sx = xneg[m, i]
+                    if by_weight:
+                        # u on planes [0, bits), slice coordinate on [bits, bits + s_bits).
+                        xs = lt_mask(planes, 0, bits, x)
+                        if xs == 0:
+                            continue
+                        for j in range(n_count):
+                            if hi[i, j] == lo[i, j]:
+                                continue  # zero weight: empty slice
+                            below_hi = slice_lt(v_table, s_high_lt, s_high_eq, bits, hi[i, j])
+                            below_lo = slice_lt(v_table, s_high_lt, s_high_eq, bits, lo[i, j])
+                            fire = xs & below_hi & ~below_lo
+                            neg = np.uint64(0) - np.uint64(sx ^ wneg[i, j])
+                            or_neg[j] |= fire & neg
+                            or_pos[j] |= fire & ~neg
+                        continue
                     xs = lt_mask(planes, lg, bits, x)
                     if scheme == EXCLUSIVE:
                         xs &= slot_mask(planes, lg, i - r0)
                     if xs == 0:
                         continue
-                    sx = xneg[m, i]
                     for j in range(n_count):
                         if use_table:
-                            fire = xs & v_table[wmag[i, j]]
+                            fire = xs & v_table[wm[i, j]]
                         else:
-                            fire = xs & lt_mask(planes, lg + bits, bits, wmag[i, j])
+                            fire = xs & lt_mask(planes, lg + bits, bits, wm[i, j])
                         # Branch-free routing to the positive or negative OR tree.
                         neg = np.uint64(0) - np.uint64(sx ^ wneg[i, j])
                         or_neg[j] |= fire & neg
                         or_pos[j] |= fire & ~neg
-                for j in range(n_count):
-                    counts[m, j, 0] += popcount64(or_pos[j] & valid)
-                    counts[m, j, 1] += popcount64(or_neg[j] & valid)
+                if weighted:
+                    for j in range(n_count):
+                        w8 = top - xshift[g] - wshift[g, j]
+                        counts[m, j, 0] += popcount64(or_pos[j] & valid) << w8
+                        counts[m, j, 1] += popcount64(or_neg[j] & valid) << w8
+                else:
+                    for j in range(n_count):
+                        counts[m, j, 0] += popcount64(or_pos[j] & valid)
+                        counts[m, j, 1] += popcount64(or_neg[j] & valid)
     return counts
