@@ -15,10 +15,10 @@ from typing import Any
 from omegaconf import DictConfig, OmegaConf
 
 from harness.record import FAILED, Record
-from harness.runner import ExperimentFailed, format_summary, run_experiment
+from harness.runner import ExperimentFailed, experiment_identity, format_summary, run_experiment
 from harness.specs import KINDS
 
-__all__ = ["choices_of", "record_for", "run_name", "task"]
+__all__ = ["choices_of", "config_hash_of", "plugin_values", "record_for", "run_name", "task"]
 
 log = logging.getLogger("harness")
 
@@ -35,13 +35,22 @@ def _job_config_yaml(cfg: DictConfig) -> str:
     return OmegaConf.to_yaml(cfg, resolve=True)
 
 
+def plugin_values(cfg: DictConfig) -> dict[str, Any]:
+    """Each kind's plugin config values in ``cfg``, as plain containers."""
+    return {kind: OmegaConf.to_container(cfg[kind], resolve=True) or {} for kind in KINDS}
+
+
+def config_hash_of(cfg: DictConfig, choices: dict[str, str]) -> str:
+    """The config hash the run of ``cfg`` will be recorded under (without running it)."""
+    return experiment_identity(choices, plugin_values(cfg), int(cfg.seed))[3]
+
+
 def record_for(cfg: DictConfig, choices: dict[str, str] | None = None) -> Record:
     """Run the experiment ``cfg`` describes and return its record."""
     choices = choices or choices_of(cfg)
-    values: dict[str, Any] = {kind: OmegaConf.to_container(cfg[kind], resolve=True) or {} for kind in KINDS}
     return run_experiment(
         choices,
-        values,
+        plugin_values(cfg),
         seed=int(cfg.seed),
         cache_dir=str(Path(cfg.cache_dir).expanduser().resolve()),
         resolved_config_yaml=_job_config_yaml(cfg),

@@ -28,10 +28,11 @@ from harness.api import RunContext
 from harness.config import config_hash, flatten, plugin_params
 from harness.host import Host, get_host
 from harness.numerics.backend import EXACT
+from harness.plots import curves_png
 from harness.record import FAILED, FINISHED, Record
 from harness.specs import KINDS
 
-__all__ = ["ExperimentFailed", "compare_claims", "git_state", "run_experiment"]
+__all__ = ["ExperimentFailed", "compare_claims", "experiment_identity", "git_state", "run_experiment"]
 
 log = logging.getLogger("harness")
 
@@ -110,6 +111,25 @@ def _prefixed(metrics: Mapping[str, float], stage: str, suffix: str = "") -> dic
     return {(k if "/" in k else f"{stage}/{k}") + suffix: v for k, v in metrics.items()}
 
 
+def experiment_identity(
+    choices: Mapping[str, str],
+    plugin_values: Mapping[str, Mapping[str, Any]],
+    seed: int = 0,
+    host: Host | None = None,
+) -> tuple[list, dict[str, Any], dict[str, dict[str, Any]], str]:
+    """``(infos, configs, params, config_hash)`` of an experiment, without running it.
+
+    One function builds the plugin configs for both the runner and the Ray
+    launcher's driver, which hashes every job before launching to skip the ones
+    already FINISHED: the two must agree on the hash, so they share this code.
+    """
+    host = host or get_host()
+    infos = [host.info(kind, choices[kind]) for kind in KINDS]
+    configs = {info.kind: _build_config(info.spec, plugin_values.get(info.kind, {})) for info in infos}
+    params = {kind: plugin_params(configs[kind]) for kind in KINDS}
+    return infos, configs, params, config_hash(choices, params, seed)
+
+
 def run_experiment(
     choices: Mapping[str, str],
     plugin_values: Mapping[str, Mapping[str, Any]],
@@ -123,12 +143,8 @@ def run_experiment(
     ``choices`` maps each kind to a plugin name; ``plugin_values`` maps each kind
     to that plugin's config values (a mapping the config dataclass accepts).
     """
-    host = host or get_host()
     record = Record(start_ms=int(time.time() * 1000))
-    infos = [host.info(kind, choices[kind]) for kind in KINDS]
-    configs = {info.kind: _build_config(info.spec, plugin_values.get(info.kind, {})) for info in infos}
-    params = {kind: plugin_params(configs[kind]) for kind in KINDS}
-    chash = config_hash(choices, params, seed)
+    infos, configs, params, chash = experiment_identity(choices, plugin_values, seed, host)
 
     record.params["seed"] = str(seed)
     for kind in KINDS:
@@ -196,6 +212,9 @@ def run_experiment(
         log.error("run failed in %s: %s", stage, exc)
 
     record.tags["harness.duration_s"] = f"{time.perf_counter() - started:.3f}"
+    curves = curves_png(record)
+    if curves is not None:
+        record.artifacts["plots/curves.png"] = curves
     claims = compare_claims(infos, configs, choices["workload"], record.metrics)
     if claims:
         ctx.log_table("claims", claims)

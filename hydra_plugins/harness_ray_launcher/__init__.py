@@ -1,0 +1,1 @@
+"""Hydra plugin registration of ``hydra/launcher=ray`` (logic in :mod:`harness.launcher`)."""

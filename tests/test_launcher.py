@@ -1,0 +1,440 @@
+"""The Ray launcher (``hydra/launcher=ray``), end to end on a real Ray.
+
+Every sweep here is a real ``harness run -m`` subprocess on a real Ray: a private
+local instance the launcher starts, or clusters the tests start with ``ray
+start`` on loopback (in their own process groups, temp folders under tmp_path,
+stopped by process group id: never ``ray stop``, which is machine-wide).
+
+Slow jobs come from the test-only ``spin`` workload in ``tests/launcher_plugin``,
+registered through a dist-info folder put on PYTHONPATH of the subprocesses only.
+"""
+
+from __future__ import annotations
+
+import io
+import os
+import signal
+import shutil
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import pytest
+
+from harness.launcher import Progress, RayLauncherImpl, sweep_id_of
+
+ROOT = Path(__file__).resolve().parent.parent
+BIN = Path(sys.executable).parent
+PLUGIN_PATH = Path(__file__).resolve().parent / "launcher_plugin"
+SMALL = ["workload.count=64", "workload.columns=8"]
+
+
+# -- helpers -------------------------------------------------------------------------
+@pytest.fixture
+def short_tmp():
+    """A short folder for Ray's session files: unix socket paths are limited to 107 bytes."""
+    path = Path(tempfile.mkdtemp(prefix="hl-", dir="/tmp"))
+    yield path
+    shutil.rmtree(path, ignore_errors=True)
+
+
+def _env(tmp_path: Path, **extra: str) -> dict[str, str]:
+    home = tmp_path / "home"
+    home.mkdir(exist_ok=True)
+    env = dict(os.environ)
+    env.pop("RAY_ADDRESS", None)
+    env.update(
+        PYTHONPATH=os.pathsep.join(p for p in (str(PLUGIN_PATH), env.get("PYTHONPATH", "")) if p),
+        MLFLOW_TRACKING_URI=f"sqlite:///{tmp_path / 'mlflow.db'}",
+        MLFLOW_DISABLE_TELEMETRY="true",
+        HOME=str(home),  # anything Ray or MLflow would leave in the home folder shows here
+        TMPDIR=str(tmp_path / "tmp"),  # the launcher's private Ray session folder goes here (or /tmp if too long)
+        RAY_USAGE_STATS_ENABLED="0",
+        RAY_AUTH_MODE="disabled",
+        RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER="0",
+        NUMBA_CACHE_DIR=str(tmp_path / "numba"),
+    )
+    (tmp_path / "tmp").mkdir(exist_ok=True)
+    env.update(extra)
+    return env
+
+
+def _harness(tmp_path: Path, *args: str, env=None, timeout: float = 240) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [str(BIN / "harness"), "run", "-m", *args, f"cache_dir={tmp_path / 'cache'}"],
+        cwd=tmp_path,
+        env=env or _env(tmp_path),
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    )
+
+
+def _client(tmp_path: Path):
+    from mlflow.tracking import MlflowClient
+
+    return MlflowClient(tracking_uri=f"sqlite:///{tmp_path / 'mlflow.db'}")
+
+
+def _runs(tmp_path: Path, experiment: str = "harness"):
+    client = _client(tmp_path)
+    exp = client.get_experiment_by_name(experiment)
+    if exp is None:
+        return [], []
+    runs = client.search_runs([exp.experiment_id], max_results=1000)
+    parents = [r for r in runs if r.data.tags.get("harness.sweep_parent") == "true"]
+    children = [r for r in runs if r.data.tags.get("harness.sweep_parent") != "true"]
+    return parents, children
+
+
+def _finished_by_hash(children) -> dict[str, int]:
+    counts: dict[str, int] = {}
+    for run in children:
+        if run.info.status == "FINISHED":
+            h = run.data.tags["harness.config_hash"]
+            counts[h] = counts.get(h, 0) + 1
+    return counts
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _no_leftovers(tmp_path: Path, ray_tmp: Path) -> None:
+    assert list((tmp_path / "home").iterdir()) == [], "nothing may be written to the home folder"
+    assert not [p for p in ray_tmp.iterdir() if p.name.startswith("harness-ray-")], (
+        "the private Ray session folder must be removed"
+    )
+
+
+class RayNode:
+    """A Ray node in its own process group, stopped by that group's id.
+
+    The head is ``ray start --head --block``. A worker node is started by
+    ``launcher_plugin/ray_worker_node.py`` instead of ``ray start --address``, which
+    cannot join on loopback only with Ray 2.60 (see that file).
+    """
+
+    def __init__(self, tmp_path: Path, name: str, *args: str, env=None, command=None):
+        self.log = tmp_path / f"{name}.log"
+        self.proc = subprocess.Popen(
+            command
+            or [str(BIN / "ray"), "start", "--block", "--node-ip-address=127.0.0.1", "--disable-usage-stats", *args],
+            env=env,
+            stdout=open(self.log, "w"),
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+
+    def pids(self) -> set[int]:
+        out = subprocess.run(["ps", "-eo", "pid=,pgid="], capture_output=True, text=True).stdout.split()
+        return {int(pid) for pid, pgid in zip(out[::2], out[1::2]) if int(pgid) == self.proc.pid}
+
+    def kill(self, sig=signal.SIGKILL) -> None:
+        try:
+            os.killpg(self.proc.pid, sig)
+        except ProcessLookupError:
+            pass
+        try:
+            self.proc.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            os.killpg(self.proc.pid, signal.SIGKILL)
+            self.proc.wait(timeout=30)
+
+    def stop(self) -> None:
+        """SIGTERM the group (ray start tidies up), SIGKILL whatever is left of it."""
+        if self.proc.poll() is None:
+            self.kill(signal.SIGTERM)
+        deadline = time.monotonic() + 10
+        while self.pids() and time.monotonic() < deadline:
+            time.sleep(0.3)
+        for pid in self.pids():
+            try:
+                os.kill(pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+
+
+def _cluster_env(tmp_path: Path, ray_tmp: Path) -> dict[str, str]:
+    # Fast node-death detection, so a retried task is not sent to the dead node.
+    return _env(
+        tmp_path,
+        RAY_TMPDIR=str(ray_tmp),
+        RAY_health_check_period_ms="500",
+        RAY_health_check_timeout_ms="1000",
+        RAY_health_check_failure_threshold="3",
+    )
+
+
+def _wait_for_nodes(env, address: str, count: int) -> None:
+    code = (
+        "import ray, sys, time\n"
+        f"ray.init(address={address!r}, logging_level='ERROR')\n"
+        "t = time.monotonic()\n"
+        f"while sum(n['Alive'] for n in ray.nodes()) < {count} and time.monotonic() - t < 60: time.sleep(0.3)\n"
+        f"sys.exit(0 if sum(n['Alive'] for n in ray.nodes()) >= {count} else 1)\n"
+    )
+    assert subprocess.run([sys.executable, "-c", code], env=env, timeout=120).returncode == 0, "nodes did not join"
+
+
+def _assert_loopback_only(pids: set[int]) -> None:
+    """Every TCP listener of the given processes is on 127.0.0.1."""
+    out = subprocess.run(["ss", "-ltnpH"], capture_output=True, text=True).stdout
+    for line in out.splitlines():
+        if any(f"pid={pid}," in line for pid in pids):
+            assert line.split()[3].rsplit(":", 1)[0] in ("127.0.0.1", "[::ffff:127.0.0.1]", "[::1]"), line
+
+
+def _start_head(tmp_path: Path, env, num_cpus: int) -> tuple[RayNode, str]:
+    port = _free_port()
+    head = RayNode(
+        tmp_path, "head", "--head", f"--port={port}", f"--num-cpus={num_cpus}", "--include-dashboard=false",
+        "--object-store-memory=100000000", f"--temp-dir={env['RAY_TMPDIR']}", env=env,
+    )
+    address_file = Path(env["RAY_TMPDIR"]) / "ray_current_cluster"
+    deadline = time.monotonic() + 90
+    while not address_file.exists():
+        if head.proc.poll() is not None or time.monotonic() > deadline:
+            head.stop()
+            pytest.fail(f"ray head did not start: {head.log.read_text()[-2000:]}")
+        time.sleep(0.2)
+    return head, f"127.0.0.1:{port}"
+
+
+# -- fast checks, no Ray -------------------------------------------------------------
+def test_sweep_id_ignores_order_and_duplicates():
+    assert sweep_id_of(["b", "a"]) == sweep_id_of(["a", "b", "a"])
+    assert sweep_id_of(["a"]) != sweep_id_of(["a", "b"])
+
+
+def test_bad_options_name_the_value_and_what_is_valid():
+    with pytest.raises(ValueError, match=r"cpus_per_job=0: must be > 0"):
+        RayLauncherImpl(cpus_per_job=0)
+    with pytest.raises(ValueError, match=r"max_concurrent=0"):
+        RayLauncherImpl(max_concurrent=0)
+    with pytest.raises(ValueError, match=r"unknown option\(s\) \['adress'\]; valid: .*'address'"):
+        RayLauncherImpl(adress="auto")
+
+
+def test_progress_plain_lines_without_a_terminal():
+    out = io.StringIO()
+    progress = Progress(total=5, skipped=1, stream=out)
+    progress.update(0, 0, 2)
+    progress.update(2, 1, 1)
+    progress.close()
+    lines = out.getvalue().splitlines()
+    assert "\r" not in out.getvalue()
+    assert lines[0].startswith("[ray] 0/4 done (0 finished, 0 failed, 1 skipped), 2 running")
+    assert "3/4 done (2 finished, 1 failed, 1 skipped), 1 running" in lines[1]
+    assert "elapsed, ~" in lines[1] and lines[1].endswith("left")
+
+
+def test_progress_rewrites_one_line_on_a_terminal():
+    class Tty(io.StringIO):
+        def isatty(self):
+            return True
+
+    out = Tty()
+    progress = Progress(total=2, skipped=0, stream=out)
+    progress.update(1, 0, 1)
+    progress.update(2, 0, 0)
+    progress.close()
+    assert out.getvalue().count("\r") == 2 and out.getvalue().endswith("\n")
+
+
+# -- sweeps on a private local Ray ---------------------------------------------------
+def test_sweep_of_8_jobs_is_one_parent_with_8_finished_children_and_a_rerun_skips_them(tmp_path, short_tmp):
+    args = [*SMALL, "seed=0,1,2,3", "workload.sparsity=0.0,0.5"]
+    done = _harness(tmp_path, *args, env=_env(tmp_path, TMPDIR=str(short_tmp)))
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert "Sweep 8 jobs: 8 finished, 0 failed, 0 skipped" in done.stdout
+    assert "[ray] 8/8 done (8 finished, 0 failed)" in done.stdout  # plain progress lines (no TTY)
+    parents, children = _runs(tmp_path)
+    assert len(parents) == 1 and len(children) == 8
+    parent = parents[0]
+    assert parent.info.status == "FINISHED"
+    assert parent.data.tags["harness.sweep.finished"] == "8"
+    assert "seed=0,1,2,3" in parent.data.tags["harness.sweep_overrides"]
+    assert {c.info.status for c in children} == {"FINISHED"}
+    assert {c.data.tags["mlflow.parentRunId"] for c in children} == {parent.info.run_id}
+    assert {c.data.tags["harness.sweep_id"] for c in children} == {parent.data.tags["harness.sweep_id"]}
+    assert len(_finished_by_hash(children)) == 8
+    client = _client(tmp_path)
+    summary = client.download_artifacts(parent.info.run_id, "sweep_summary.md", str(tmp_path))
+    table = Path(summary).read_text()
+    assert table.count("| FINISHED |") == 8 and "numerics/" in table
+    _no_leftovers(tmp_path, short_tmp)
+
+    # The same command again: everything already FINISHED, nothing runs, Ray is not started.
+    again = _harness(tmp_path, *reversed(args))
+    assert again.returncode == 0, again.stderr[-3000:]
+    assert "Sweep 8 jobs: 0 finished, 0 failed, 8 skipped" in again.stdout
+    assert "Ray start-up 0.0 s" in again.stdout
+    parents2, children2 = _runs(tmp_path)
+    assert [p.info.run_id for p in parents2] == [parent.info.run_id]  # the parent is reused
+    assert len(children2) == 8
+
+    # resume=false forces reruns, under a new parent.
+    forced = _harness(tmp_path, *SMALL, "seed=0,1", "hydra.launcher.resume=false")
+    assert forced.returncode == 0, forced.stderr[-3000:]
+    parents3, children3 = _runs(tmp_path)
+    assert len(parents3) == 2 and len(children3) == 10
+
+
+def test_a_failing_job_is_recorded_failed_and_the_others_finish(tmp_path):
+    done = _harness(tmp_path, *SMALL, "workload.distribution=uniform,bogus", "seed=0,1")
+    assert done.returncode == 1
+    assert "Sweep 4 jobs: 2 finished, 2 failed, 0 skipped" in done.stdout
+    assert "distribution='bogus': valid are uniform, gaussian, relu" in done.stdout
+    assert "2 of 4 jobs FAILED" in done.stderr
+    assert "Traceback" not in done.stderr  # the summary says it all; tracebacks are in the runs
+    parents, children = _runs(tmp_path)
+    assert parents[0].info.status == "FAILED" and parents[0].data.tags["harness.sweep.failed"] == "2"
+    statuses = sorted((c.data.params["workload.distribution"], c.info.status) for c in children)
+    assert statuses == [("bogus", "FAILED"), ("bogus", "FAILED"), ("uniform", "FINISHED"), ("uniform", "FINISHED")]
+    failed = next(c for c in children if c.info.status == "FAILED")
+    tb = Path(_client(tmp_path).download_artifacts(failed.info.run_id, "traceback.txt", str(tmp_path))).read_text()
+    assert "ValueError" in tb and "bogus" in tb
+
+    # A resume reruns only the FAILED ones (they fail again, once each).
+    again = _harness(tmp_path, *SMALL, "workload.distribution=uniform,bogus", "seed=0,1")
+    assert again.returncode == 1
+    assert "Sweep 4 jobs: 0 finished, 2 failed, 2 skipped" in again.stdout
+
+
+def test_numba_threads_follow_cpus_per_job_and_kernels_stay_warm(tmp_path):
+    done = _harness(
+        tmp_path, "workload=spin", "workload.iterations=1", "seed=0,1,2,3", "hydra.launcher.max_concurrent=1",
+        f"hydra.launcher.numba_cache_dir={tmp_path / 'kernels'}",
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+    _, children = _runs(tmp_path)
+    metrics = sorted((int(c.data.params["seed"]), c.data.metrics) for c in children)
+    assert {m["spin/numba_threads"] for _, m in metrics} == {1.0}
+    # One worker runs the four jobs one after another: compiled once, then warm.
+    sources = [m["spin/kernel_source"] for _, m in metrics]
+    assert sources.count(2.0) <= 1 and sources.count(0.0) >= 3, sources
+    assert list((tmp_path / "kernels").rglob("*.nbi")), "numba's cache goes to hydra.launcher.numba_cache_dir"
+
+
+def test_driver_killed_mid_sweep_then_rerun_completes_each_job_exactly_once(tmp_path, short_tmp):
+    args = ["workload=spin", "workload.sleep=1", "seed=0,1,2,3,4,5", "hydra.launcher.max_concurrent=2"]
+    env = _env(tmp_path, TMPDIR=str(short_tmp))  # the killed driver's Ray folder stays behind: keep it in short_tmp
+    _runs(tmp_path)  # create the store now, so the polling below never races the driver creating it
+    driver = subprocess.Popen(
+        [str(BIN / "harness"), "run", "-m", *args, f"cache_dir={tmp_path / 'cache'}"],
+        cwd=tmp_path, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, start_new_session=True,
+    )
+    try:
+        deadline = time.monotonic() + 120
+        while time.monotonic() < deadline:
+            _, children = _runs(tmp_path)
+            if sum(c.info.status == "FINISHED" for c in children) >= 2:
+                break
+            assert driver.poll() is None, driver.stdout.read()
+            time.sleep(0.5)
+        else:
+            pytest.fail("the sweep did not get going")
+        os.kill(driver.pid, signal.SIGKILL)
+        driver.wait(timeout=30)
+    finally:
+        if driver.poll() is None:
+            os.killpg(driver.pid, signal.SIGKILL)
+        # The driver's private Ray (in the driver's process group; its workers exit
+        # with their raylet) should go with it; make sure of it before going on.
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline:
+            try:
+                os.killpg(driver.pid, 0)
+            except ProcessLookupError:
+                break
+            time.sleep(0.5)
+        else:
+            os.killpg(driver.pid, signal.SIGKILL)
+    _, before = _runs(tmp_path)
+    finished_before = {c.info.run_id for c in before if c.info.status == "FINISHED"}
+    assert 2 <= len(finished_before) < 6
+
+    done = _harness(tmp_path, *args, env=env)
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert f"{len(finished_before)} skipped" in done.stdout
+    parents, children = _runs(tmp_path)
+    counts = _finished_by_hash(children)
+    assert len(counts) == 6 and set(counts.values()) == {1}, counts
+    assert finished_before <= {c.info.run_id for c in children if c.info.status == "FINISHED"}
+    assert len(parents) == 1 and parents[0].info.status == "FINISHED"  # the resumed sweep kept its parent
+    assert all(c.info.status in ("FINISHED", "KILLED") for c in children)
+
+
+# -- clusters started with `ray start` -------------------------------------------------
+@pytest.mark.cluster
+def test_address_auto_joins_a_running_cluster_and_leaves_it_running(tmp_path, short_tmp):
+    env = _cluster_env(tmp_path, short_tmp)
+    head, address = _start_head(tmp_path, env, num_cpus=2)
+    try:
+        done = _harness(tmp_path, *SMALL, "seed=0,1,2", "hydra.launcher.address=auto", env=env)
+        assert done.returncode == 0, done.stderr[-3000:]
+        assert "Sweep 3 jobs: 3 finished" in done.stdout
+        _assert_loopback_only(head.pids())
+        assert head.proc.poll() is None, "joining a cluster must not stop it"
+        parents, children = _runs(tmp_path)
+        assert parents[0].data.tags["harness.sweep.ray_address"] == address, "jobs ran on the test's cluster"
+        assert parents[0].data.tags["harness.sweep.ray_started_here"] == "false"
+        assert {c.info.status for c in children} == {"FINISHED"}
+    finally:
+        head.stop()
+    assert not head.pids()
+
+
+@pytest.mark.cluster
+def test_killing_a_worker_node_mid_sweep_retries_its_job_and_records_each_job_once(tmp_path, short_tmp):
+    env = _cluster_env(tmp_path, short_tmp)
+    head, address = _start_head(tmp_path, env, num_cpus=1)
+    worker = None
+    try:
+        worker = RayNode(tmp_path, "worker", env=env, command=[
+            sys.executable, str(PLUGIN_PATH / "ray_worker_node.py"), address, str(short_tmp), "1"])
+        _wait_for_nodes(env, address, 2)
+        _assert_loopback_only(head.pids() | worker.pids())
+        markers = tmp_path / "markers"
+        _runs(tmp_path)
+        driver = subprocess.Popen(
+            [str(BIN / "harness"), "run", "-m", "workload=spin", "workload.sleep=3", f"workload.marker_dir={markers}",
+             "seed=0,1,2,3", f"hydra.launcher.address={address}", f"cache_dir={tmp_path / 'cache'}"],
+            cwd=tmp_path, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+        )
+        try:
+            # Wait until a job is running in a process of the worker node, then kill the node.
+            deadline = time.monotonic() + 120
+            victim = None
+            node_id = worker.log.read_text().split()[2]  # "worker node <id> raylet pid <pid>"
+            while victim is None and time.monotonic() < deadline and driver.poll() is None:
+                for marker in markers.glob("*-*") if markers.exists() else []:
+                    if marker.read_text() == node_id:
+                        victim = marker.name
+                time.sleep(0.2)
+            assert victim, f"no job ever ran on the worker node: {driver.poll()} {list(markers.glob('*'))}"
+            worker.kill()
+            out, _ = driver.communicate(timeout=180)
+        finally:
+            if driver.poll() is None:
+                driver.kill()
+                driver.wait()
+        assert driver.returncode == 0, out[-3000:]
+        assert "Sweep 4 jobs: 4 finished, 0 failed" in out
+        _, children = _runs(tmp_path)
+        assert len(children) == 4 and {c.info.status for c in children} == {"FINISHED"}
+        counts = _finished_by_hash(children)
+        assert len(counts) == 4 and set(counts.values()) == {1}
+        seed = victim.split("-")[0]
+        assert len(list(markers.glob(f"{seed}-*"))) == 2, "the killed job ran again, elsewhere"
+    finally:
+        if worker is not None:
+            worker.stop()
+        head.stop()
+    assert not head.pids() and not worker.pids()
