@@ -125,7 +125,19 @@ def bench_trivial(work: Path, count: int, cache: Path) -> dict:
     job_time = sum(float(r.data.tags["harness.duration_s"]) for r in children) / count
     basic_wall, _ = sweep(work / "b-basic", *args, "hydra/launcher=basic", numba_cache=cache)
     _, basic_children = runs_of(work / "b-basic")
+    # End to end, as a user pays it: the slope of the command's wall time between a
+    # small and this sweep (minus each one's Ray start-up) is the marginal cost of
+    # one more job, with Hydra's own per-job work (its sweeper composes every job
+    # to validate the batch) and process start-up cancelled out of the fixed part.
+    small = max(2, count // 10)
+    small_wall, _ = sweep(work / "b-ray-small", "workload.count=64", "workload.columns=8", f"seed=range(0,{small})", numba_cache=cache)
+    small_startup = float(runs_of(work / "b-ray-small")[0][0].data.tags["harness.sweep.ray_startup_s"])
+    startup = float(tags["harness.sweep.ray_startup_s"])
+    marginal = ((ray_wall - startup) - (small_wall - small_startup)) / (count - small)
     return {
+        "end_to_end_marginal_ms_per_job": 1000 * marginal,
+        "small_sweep_jobs": small,
+        "small_sweep_wall_s": small_wall,
         "jobs": count,
         "job_runner_time_ms_mean": 1000 * job_time,
         "ray_wall_s": ray_wall,

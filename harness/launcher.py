@@ -273,6 +273,7 @@ class RayLauncherImpl:
         self.config = config
         self.hydra_context = hydra_context
         self.task_function = task_function
+        _reuse_validation_compositions(hydra_context.config_loader)
 
     # -- composing ----------------------------------------------------------
     def _compose(self, overrides: Sequence[str], idx: int) -> _Job:
@@ -697,6 +698,34 @@ class RayLauncherImpl:
             f"{tracker.experiment_name!r} at {tracker.tracking_uri}"
         )
         return "\n".join(lines)
+
+
+def _reuse_validation_compositions(loader) -> None:
+    """Let the launcher reuse the configs Hydra's sweeper composed to validate the batch.
+
+    Hydra's sweeper composes every job of a batch to fail early on a bad override
+    (``Sweeper.validate_batch_is_legal``: "This repeat work the launcher will do"),
+    then hands the same override lists to the launcher, which composes them again.
+    Composing is the driver's main per-job cost (~50 ms here, mostly deep copies),
+    so the first composition of an override list against a master config is kept
+    and handed out once, to the second request; validation only checks that the
+    config composes, it never changes it. Anything else composes as before.
+    """
+    original = loader.load_sweep_config
+    if getattr(original, "_harness_reuse", False):
+        return
+    kept: dict = {}
+
+    def load_sweep_config(master_config, sweep_overrides):
+        key = (id(master_config), tuple(sweep_overrides))
+        if key in kept:
+            return kept.pop(key)
+        composed = original(master_config=master_config, sweep_overrides=list(sweep_overrides))
+        kept[key] = composed
+        return composed
+
+    load_sweep_config._harness_reuse = True
+    loader.load_sweep_config = load_sweep_config
 
 
 def _short_temp_root() -> str:

@@ -24,7 +24,9 @@ from harness.record import FAILED, Record
 
 __all__ = ["MlflowTracker", "resolve_tracking_uri"]
 
-_BATCH = 900  # MLflow accepts at most 1000 entities per log_batch call
+# MLflow's per-call limits of log_batch.
+_MAX_PARAMS = 100
+_MAX_ENTITIES = 1000
 
 
 def resolve_tracking_uri(uri: str | None = None) -> str:
@@ -75,21 +77,26 @@ class MlflowTracker:
         return run.info.run_id
 
     def write(self, record: Record, run_name: str, parent_run_id: str | None = None) -> str:
-        """Create a run holding ``record`` and return its id."""
-        from mlflow.entities import Metric, Param, RunTag
+        """Create a run holding ``record`` and return its id.
 
-        tags = dict(record.tags)
+        Every sqlite commit costs milliseconds (an fsync), so the run is written in
+        as few calls as MLflow allows: tags with the run's creation, then params and
+        metrics in ``log_batch`` calls filled to MLflow's per-call limits, then the
+        artifacts, then the terminal status.
+        """
+        from mlflow.entities import Metric, Param
+
+        tags = {k: str(v)[:5000] for k, v in record.tags.items()}
         if parent_run_id:
             tags["mlflow.parentRunId"] = parent_run_id
-        run_id = self.create_run(run_name, start_ms=record.start_ms)
+        run_id = self.create_run(run_name, tags=tags, start_ms=record.start_ms)
         try:
             ts = record.end_ms or int(time.time() * 1000)
             metrics = [Metric(k, float(v), ts, 0) for k, v in record.metrics.items()]
             for name, points in record.series.items():
                 metrics.extend(Metric(name, float(v), ts, int(step)) for step, v in points)
             params = [Param(k, str(v)[:6000]) for k, v in record.params.items()]
-            run_tags = [RunTag(k, str(v)[:5000]) for k, v in tags.items()]
-            self._log_batches(run_id, metrics, params, run_tags)
+            self._log_batches(run_id, metrics, params)
             artifacts = dict(record.artifacts)
             if record.error and "traceback.txt" not in artifacts:
                 artifacts["traceback.txt"] = record.error.encode()
@@ -101,14 +108,13 @@ class MlflowTracker:
             raise
         return run_id
 
-    def _log_batches(self, run_id: str, metrics: list, params: list, tags: list) -> None:
-        # Params and tags have their own per-call caps (100 each); metrics 1000.
-        for start in range(0, len(params), 100):
-            self.client.log_batch(run_id, params=params[start : start + 100])
-        for start in range(0, len(tags), 100):
-            self.client.log_batch(run_id, tags=tags[start : start + 100])
-        for start in range(0, len(metrics), _BATCH):
-            self.client.log_batch(run_id, metrics=metrics[start : start + _BATCH])
+    def _log_batches(self, run_id: str, metrics: list, params: list) -> None:
+        # MLflow's limits per log_batch call: 100 params, 1000 metrics, 1000 entities.
+        while metrics or params:
+            chunk_params, params = params[:_MAX_PARAMS], params[_MAX_PARAMS:]
+            room = _MAX_ENTITIES - len(chunk_params)
+            chunk_metrics, metrics = metrics[:room], metrics[room:]
+            self.client.log_batch(run_id, metrics=chunk_metrics, params=chunk_params)
 
     def _log_artifacts(self, run_id: str, artifacts: dict[str, bytes]) -> None:
         with tempfile.TemporaryDirectory(prefix="harness-artifacts-") as tmp:

@@ -62,6 +62,12 @@ def _env(tmp_path: Path, **extra: str) -> dict[str, str]:
     return env
 
 
+def _why(tmp_path: Path, done: subprocess.CompletedProcess) -> str:
+    """The command's stderr and the tracebacks of its FAILED runs, for a failing assert."""
+    tracebacks = [p.read_text()[-1500:] for p in sorted(tmp_path.rglob("traceback.txt"))[:3]]
+    return done.stderr[-3000:] + "".join(f"\n--- {t}" for t in tracebacks)
+
+
 def _harness(tmp_path: Path, *args: str, env=None, timeout: float = 240) -> subprocess.CompletedProcess:
     return subprocess.run(
         [str(BIN / "harness"), "run", "-m", *args, f"cache_dir={tmp_path / 'cache'}"],
@@ -251,7 +257,7 @@ def test_progress_rewrites_one_line_on_a_terminal():
 def test_sweep_of_8_jobs_is_one_parent_with_8_finished_children_and_a_rerun_skips_them(tmp_path, short_tmp):
     args = [*SMALL, "seed=0,1,2,3", "workload.sparsity=0.0,0.5"]
     done = _harness(tmp_path, *args, env=_env(tmp_path, TMPDIR=str(short_tmp)))
-    assert done.returncode == 0, done.stderr[-3000:]
+    assert done.returncode == 0, _why(tmp_path, done)
     assert "Sweep 8 jobs: 8 finished, 0 failed, 0 skipped" in done.stdout
     assert "[ray] 8/8 done (8 finished, 0 failed)" in done.stdout  # plain progress lines (no TTY)
     parents, children = _runs(tmp_path)
@@ -312,7 +318,7 @@ def test_numba_threads_follow_cpus_per_job_and_kernels_stay_warm(tmp_path):
         tmp_path, "workload=spin", "workload.iterations=1", "seed=0,1,2,3", "hydra.launcher.max_concurrent=1",
         f"hydra.launcher.numba_cache_dir={tmp_path / 'kernels'}",
     )
-    assert done.returncode == 0, done.stderr[-3000:]
+    assert done.returncode == 0, _why(tmp_path, done)
     _, children = _runs(tmp_path)
     metrics = sorted((int(c.data.params["seed"]), c.data.metrics) for c in children)
     assert {m["spin/numba_threads"] for _, m in metrics} == {1.0}
@@ -361,7 +367,7 @@ def test_driver_killed_mid_sweep_then_rerun_completes_each_job_exactly_once(tmp_
     assert 2 <= len(finished_before) < 6
 
     done = _harness(tmp_path, *args, env=env)
-    assert done.returncode == 0, done.stderr[-3000:]
+    assert done.returncode == 0, _why(tmp_path, done)
     assert f"{len(finished_before)} skipped" in done.stdout
     parents, children = _runs(tmp_path)
     counts = _finished_by_hash(children)
@@ -378,7 +384,7 @@ def test_address_auto_joins_a_running_cluster_and_leaves_it_running(tmp_path, sh
     head, address = _start_head(tmp_path, env, num_cpus=2)
     try:
         done = _harness(tmp_path, *SMALL, "seed=0,1,2", "hydra.launcher.address=auto", env=env)
-        assert done.returncode == 0, done.stderr[-3000:]
+        assert done.returncode == 0, _why(tmp_path, done)
         assert "Sweep 3 jobs: 3 finished" in done.stdout
         _assert_loopback_only(head.pids())
         assert head.proc.poll() is None, "joining a cluster must not stop it"
