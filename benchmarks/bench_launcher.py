@@ -93,6 +93,7 @@ def bench_parallel(work: Path, jobs: int, seconds: float, cores: int, cache: Pat
     tags = parents[0].data.tags
     startup = float(tags["harness.sweep.ray_startup_s"])
     jobs_wall = float(tags["harness.sweep.jobs_wall_s"])
+    shutdown = float(tags["harness.sweep.ray_shutdown_s"])
     cpu = sum(r.data.metrics["spin/cpu_s"] for r in children)
     job_wall = sum(float(r.data.tags["harness.duration_s"]) for r in children)
     basic_cpu = sum(r.data.metrics["spin/cpu_s"] for r in basic_children)
@@ -109,7 +110,9 @@ def bench_parallel(work: Path, jobs: int, seconds: float, cores: int, cache: Pat
         "ray_jobs_wall_s": jobs_wall,
         "wall_ratio_basic_over_ray": basic_wall / ray_wall,
         "jobs_ratio_basic_over_ray_after_startup": basic_span / jobs_wall,
+        "ray_shutdown_s": shutdown,
         "cpu_efficiency_after_startup": (cpu / cores) / jobs_wall,
+        "cpu_efficiency_after_startup_with_shutdown": (cpu / cores) / (jobs_wall + shutdown),
         "slot_utilization_after_startup": (job_wall / cores) / jobs_wall,
         "ideal_speedup": float(cores),
     }
