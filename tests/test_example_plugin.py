@@ -12,7 +12,7 @@ from conftest import REPO, harness_env, mlflow_runs, run_harness
 def test_pip_installed_example_is_listed_and_runs(tmp_path, workdir):
     target = tmp_path / "site"
     install = subprocess.run(
-        [sys.executable, "-m", "pip", "install", "--quiet", "--no-deps", "--no-build-isolation", "--target", str(target), str(REPO / "examples" / "third_party_plugin")],
+        [sys.executable, "-m", "pip", "install", "--quiet", "--no-deps", "--target", str(target), str(REPO / "examples" / "third_party_plugin")],
         capture_output=True,
         text=True,
         timeout=300,
