@@ -354,7 +354,17 @@ def test_lenet5_progressive_admm_beats_magnitude_at_100x(lenet_runs):
 
 
 @pytest.mark.slow
-@pytest.mark.xfail(reason="measured: at 30x the two are tied on test (3-seed means 96.93 vs 96.97, README); "
-                          "ADMM is ahead on validation only", strict=False)
-def test_lenet5_progressive_admm_beats_magnitude_at_30x(lenet_runs):
-    assert lenet_runs["admm30"]["eval/accuracy"] > lenet_runs["mag30"]["eval/accuracy"]
+def test_lenet5_progressive_admm_beats_magnitude_at_30x_over_six_seeds(tmp_path):
+    """At 30x, progressive ADMM is ahead of magnitude pruning + retraining in the mean over seeds 0-5.
+
+    Measured (README): seeds 0-2 96.93 vs 96.97, seeds 3-5 97.10 vs 96.57 (test
+    means): single seeds split either way, so one seed cannot decide this; the
+    six-seed mean can, by about a quarter of a point. About 12 minutes on 2 cores.
+    """
+    acc = {
+        m: np.mean([run({"method": m, "ratio": 30.0}, workload="mnist_lenet5", wl={}, seed=s, cache=str(tmp_path))
+                    .metrics["eval/accuracy"] for s in range(6)])
+        for m in ("progressive_admm", "magnitude")
+    }
+    print("mnist_lenet5 30x, mean test accuracy over seeds 0-5:", acc)
+    assert acc["progressive_admm"] > acc["magnitude"], acc
