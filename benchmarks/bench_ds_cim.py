@@ -2,9 +2,9 @@
 
 One run, same operands, side by side: simulated MACs per second of
 
-* the bit-parallel numba kernel (``plugins.ds_cim.kernels.mvm_counts``), with all
+* the bit-parallel numba kernel (``harness_plugins.ds_cim.kernels.mvm_counts``), with all
   numba threads and with one;
-* the plain numpy reference (``plugins.ds_cim.reference``) on a slice of the
+* the plain numpy reference (``harness_plugins.ds_cim.reference``) on a slice of the
   input vectors (it is slow, and its rate does not depend on how many);
 * exact float32 BLAS GEMM of the same shape (``a @ b``).
 
@@ -27,9 +27,9 @@ from pathlib import Path
 import numba
 import numpy as np
 
-from plugins.ds_cim import encode
-from plugins.ds_cim.kernels import PARTITIONS, REMAPS, SCHEMES, mvm_counts
-from plugins.ds_cim.reference import mvm_counts_reference
+from harness_plugins.ds_cim import encode
+from harness_plugins.ds_cim.kernels import PARTITIONS, REMAPS, SCHEMES, mvm_counts
+from harness_plugins.ds_cim.reference import mvm_counts_reference
 
 ROOT = Path(__file__).resolve().parent.parent
 

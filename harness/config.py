@@ -6,8 +6,8 @@ accelerator.stream_length=128`` is type-checked by OmegaConf for third-party
 plugins too, without them shipping YAML. An unknown choice gets Hydra's own error
 listing the available options; an unknown key gets OmegaConf's error naming it.
 
-``conf/config.yaml`` (the root) selects the default of each group and extends
-:class:`HarnessConfig`; ``conf/experiment/*.yaml`` are presets selected with
+``harness/conf/config.yaml`` (the root) selects the default of each group and extends
+:class:`HarnessConfig`; ``harness/conf/experiment/*.yaml`` are presets selected with
 ``+experiment=NAME``.
 """
 
@@ -44,12 +44,12 @@ class HarnessConfig:
 
 
 def conf_dir() -> Path:
-    """The project's ``conf/`` folder (next to the ``harness`` package)."""
-    path = Path(__file__).resolve().parent.parent / "conf"
+    """The Hydra config tree, shipped inside the ``harness`` package."""
+    path = Path(__file__).resolve().parent / "conf"
     if not (path / "config.yaml").is_file():
         raise FileNotFoundError(
-            f"harness config folder not found at {path}; install the project from its source "
-            "tree with `pip install -e .` so conf/ stays next to the package"
+            f"harness config folder not found at {path}; the installed package is incomplete "
+            "(reinstall accel-harness)"
         )
     return path
 

@@ -96,7 +96,7 @@ def twin_plugin(tag: str) -> str:
 from dataclasses import dataclass
 from harness import hookimpl
 from harness.specs import AcceleratorSpec
-from plugins.exact import ExactAccelerator
+from harness_plugins.exact import ExactAccelerator
 
 @dataclass
 class TwinConfig:

@@ -16,9 +16,9 @@ import pytest
 
 from harness.runner import run_experiment
 from harness.specs import validate_spec
-from plugins.admm import AdmmConfig, harness_techniques, validate_config
-from plugins.admm.admm import admm_update, compression_stats, plan_stages
-from plugins.admm.projections import (
+from harness_plugins.admm import AdmmConfig, harness_techniques, validate_config
+from harness_plugins.admm.admm import admm_update, compression_stats, plan_stages
+from harness_plugins.admm.projections import (
     allocate_keep,
     keep_count,
     project_prune,

@@ -17,10 +17,10 @@ import pytest
 from harness.api import RunContext
 from harness.optrace import Op, OpTrace
 from harness.specs import validate_spec
-from plugins.dot_products import DotProducts, DotProductsConfig
-from plugins.ds_cim import PRESETS, DsCimAccelerator, DsCimConfig, encode, harness_accelerators
-from plugins.ds_cim.kernels import PARTITIONS, REMAPS, SCHEMES, mvm_counts, pow2_shift
-from plugins.ds_cim.reference import mvm_counts_reference, pow2_shifts
+from harness_plugins.dot_products import DotProducts, DotProductsConfig
+from harness_plugins.ds_cim import PRESETS, DsCimAccelerator, DsCimConfig, encode, harness_accelerators
+from harness_plugins.ds_cim.kernels import PARTITIONS, REMAPS, SCHEMES, mvm_counts, pow2_shift
+from harness_plugins.ds_cim.reference import mvm_counts_reference, pow2_shifts
 
 
 def measure(tmp_path, dp: dict, **accel) -> dict[str, float]:
@@ -294,7 +294,7 @@ def test_int8_lenet5_default_variant_is_close_to_exact_int8(tmp_path):
     every GEMM through ds_cim; L=256 within 2 points of exact INT8 on the test
     split, and L=64 below L=256. (Defaults were chosen on the validation split.)"""
     from harness.numerics.backend import EXACT
-    from plugins.mnist_lenet5 import MnistLenet5, MnistLenet5Config
+    from harness_plugins.mnist_lenet5 import MnistLenet5, MnistLenet5Config
 
     ctx = RunContext(seed=0, cache_dir=tmp_path)
     workload = MnistLenet5(MnistLenet5Config(quant_bits=8))

@@ -5,7 +5,7 @@ import pytest
 from harness.api import RunContext
 from harness.host import get_host
 from harness.numerics.backend import EXACT
-from plugins.digits_mlp import DigitsMlp, DigitsMlpConfig
+from harness_plugins.digits_mlp import DigitsMlp, DigitsMlpConfig
 
 
 def test_default_config_trains_to_high_accuracy(tmp_path):

@@ -22,7 +22,7 @@ def test_spec_registers_even_without_the_data():
 def test_encoder_reproduces_known_sentence_similarities():
     from harness.data import load_minilm
     from harness.nn.runtime import Runtime
-    from plugins.minilm_gemm import MinilmSubject, encode, tokenize
+    from harness_plugins.minilm_gemm import MinilmSubject, encode, tokenize
 
     weights, config, vocab = load_minilm()
     ids = {t: i for i, t in enumerate(vocab)}
@@ -38,7 +38,7 @@ def test_encoder_reproduces_known_sentence_similarities():
 
 @needs_minilm
 def test_smoke_and_default_evaluation(tmp_path):
-    from plugins.minilm_gemm import MinilmGemm, MinilmGemmConfig
+    from harness_plugins.minilm_gemm import MinilmGemm, MinilmGemmConfig
 
     spec = get_host().spec("workload", "minilm_gemm")
     ctx = RunContext(seed=0, cache_dir=tmp_path)
@@ -55,7 +55,7 @@ def test_smoke_and_default_evaluation(tmp_path):
 
 
 def test_bad_config_names_the_value():
-    from plugins.minilm_gemm import MinilmGemm, MinilmGemmConfig
+    from harness_plugins.minilm_gemm import MinilmGemm, MinilmGemmConfig
 
     with pytest.raises(ValueError, match="layers=7"):
         MinilmGemm(MinilmGemmConfig(layers=7))

@@ -9,7 +9,7 @@ from harness.api import RunContext
 from harness.host import get_host
 from harness.nn import ModelSubject
 from harness.numerics.backend import EXACT
-from plugins.mnist_lenet5 import MnistLenet5, MnistLenet5Config
+from harness_plugins.mnist_lenet5 import MnistLenet5, MnistLenet5Config
 
 SMOKE = dict(get_host().spec("workload", "mnist_lenet5").smoke)
 

@@ -9,7 +9,7 @@ from harness.api import RunContext
 from harness.host import get_host
 from harness.nn import VisionTransformer
 from harness.numerics.backend import EXACT
-from plugins.mnist_vit import MnistVit, MnistVitConfig
+from harness_plugins.mnist_vit import MnistVit, MnistVitConfig
 
 SMOKE = dict(get_host().spec("workload", "mnist_vit").smoke)
 

@@ -3,8 +3,8 @@
 The kernel returns *counter values*, not products: for every input vector ``m``
 and column ``j`` the sum over OR groups of popcount(OR-tree output) over the
 ``L`` samples, once for the positive tree and once for the negative tree. The
-caller (``plugins.ds_cim.DsCimBackend``) rescales and applies the digital
-corrections. :mod:`plugins.ds_cim.reference` computes the same counters sample
+caller (``harness_plugins.ds_cim.DsCimBackend``) rescales and applies the digital
+corrections. :mod:`harness_plugins.ds_cim.reference` computes the same counters sample
 by sample in plain numpy; ``tests/test_ds_cim.py`` checks they agree bit for bit.
 
 Random numbers are *bit-sliced*: one 64-bit PRNG word is one bit plane of 64

@@ -42,7 +42,7 @@ from typing import Dict
 from harness import hookimpl
 from harness.specs import Claim, PaperRef, TechniqueSpec
 
-from plugins.admm.projections import ALLOCATIONS, PROJECTIONS
+from harness_plugins.admm.projections import ALLOCATIONS, PROJECTIONS
 
 __all__ = ["CLAIMS", "METHODS", "PAPER", "AdmmConfig", "validate_config"]
 
@@ -180,7 +180,7 @@ CLAIMS = (
 
 
 def _factory(config: AdmmConfig):
-    from plugins.admm.admm import AdmmTechnique
+    from harness_plugins.admm.admm import AdmmTechnique
 
     return AdmmTechnique(config)
 

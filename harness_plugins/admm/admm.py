@@ -34,7 +34,7 @@ from harness.api import IncompatibleError
 from harness.nn import ModelSubject
 from harness.nn.train import fit
 
-from plugins.admm.projections import (
+from harness_plugins.admm.projections import (
     allocate_keep,
     keep_count,
     project_prune,
@@ -132,10 +132,10 @@ def _effective(subject: ModelSubject) -> dict[str, np.ndarray]:
 
 
 class AdmmTechnique:
-    """Built by the ``admm`` spec's factory from an :class:`~plugins.admm.AdmmConfig`."""
+    """Built by the ``admm`` spec's factory from an :class:`~harness_plugins.admm.AdmmConfig`."""
 
     def __init__(self, config):
-        from plugins.admm import validate_config
+        from harness_plugins.admm import validate_config
 
         validate_config(config)
         self.config = config

@@ -1,6 +1,6 @@
 """Plain numpy reference of the DS-CIM stochastic MVM, one sample at a time.
 
-Same arithmetic as :func:`plugins.ds_cim.kernels.mvm_counts`, written the
+Same arithmetic as :func:`harness_plugins.ds_cim.kernels.mvm_counts`, written the
 obvious way so the bit-sliced kernel has something independent to agree with:
 the PRNG words are unpacked into one integer random number per sample (slot, u,
 v), each row's firing is a plain integer comparison, an OR tree is ``any`` over
@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from plugins.ds_cim.kernels import EXCLUSIVE, GOLDEN, INDEPENDENT, MIX1, MIX2, PARTITION_WEIGHT, REMAP_POW2
+from harness_plugins.ds_cim.kernels import EXCLUSIVE, GOLDEN, INDEPENDENT, MIX1, MIX2, PARTITION_WEIGHT, REMAP_POW2
 
 __all__ = ["mvm_counts_reference", "pow2_shifts", "prng_words"]
 

@@ -5,7 +5,7 @@ ADMM splits ``min_W loss(W)  s.t. W in S`` into a training step on
 function here is such a projection (the closest point of ``S`` in the L2 sense)
 or the bookkeeping that decides what ``S`` is for each layer. They are plain
 numpy, deterministic (stable sorts, ties broken by position) and do not touch the
-model: the technique in :mod:`plugins.admm.admm` calls them with arrays.
+model: the technique in :mod:`harness_plugins.admm.admm` calls them with arrays.
 
 Layouts follow :mod:`harness.nn`: the last axis of every weight is the output
 channel (Dense ``(in, out)``, Conv2d HWIO ``(kh, kw, C_in, C_out)``), so the GEMM

@@ -323,7 +323,7 @@ class DsCimBackend:
     """The DS-CIM MVM as a matmul backend (see the package docstring)."""
 
     def __init__(self, cfg: ResolvedConfig, kernel=None):
-        from plugins.ds_cim import kernels
+        from harness_plugins.ds_cim import kernels
 
         self.cfg = cfg
         self.name = f"ds_cim[{cfg.variant},{cfg.scheme},L={cfg.stream_length}]"
@@ -417,7 +417,7 @@ class DsCimAccelerator:
         self.numerics = DsCimBackend(self.resolved)
 
     def macro(self):
-        from plugins.ds_cim.cost import MacroParams
+        from harness_plugins.ds_cim.cost import MacroParams
 
         r = self.resolved
         return MacroParams(
@@ -435,7 +435,7 @@ class DsCimAccelerator:
         )
 
     def cost(self, trace, ctx) -> dict[str, float]:
-        from plugins.ds_cim.cost import cost_of_trace
+        from harness_plugins.ds_cim.cost import cost_of_trace
 
         return {f"accelerator/{k}": v for k, v in cost_of_trace(self.macro(), trace).items()}
 
