@@ -1,5 +1,29 @@
-"""Numerics shared by plugins: matmul backends, quantizers, bit kernels."""
+"""Numerics shared by plugins: matmul backends and their per-call context, quantizers, bit kernels."""
 
-from harness.numerics.backend import EXACT, ExactBackend, MatmulBackend, is_integer_input
+from harness.numerics.backend import (
+    EXACT,
+    ROLES,
+    BoundBackend,
+    ContractWarning,
+    ExactBackend,
+    GemmCall,
+    MatmulBackend,
+    bind,
+    derive_seed,
+    is_integer_input,
+    weight_cache,
+)
 
-__all__ = ["EXACT", "ExactBackend", "MatmulBackend", "is_integer_input"]
+__all__ = [
+    "EXACT",
+    "ROLES",
+    "BoundBackend",
+    "ContractWarning",
+    "ExactBackend",
+    "GemmCall",
+    "MatmulBackend",
+    "bind",
+    "derive_seed",
+    "is_integer_input",
+    "weight_cache",
+]
