@@ -23,6 +23,7 @@ from typing import Any, Callable, ClassVar, Mapping
 __all__ = [
     "KINDS",
     "AcceleratorSpec",
+    "CapabilityError",
     "Claim",
     "PaperRef",
     "PluginSpec",
@@ -41,6 +42,12 @@ _METRIC_RE = re.compile(r"^[a-z][a-z0-9_]*/[A-Za-z0-9_./-]+$")
 
 class SpecError(ValueError):
     """A plugin yielded a spec that breaks the contract."""
+
+
+class CapabilityError(ValueError):
+    """The plugins chosen for one experiment cannot work together (what one needs,
+    the others do not provide). Raised on the driver when a job is composed, before
+    anything is launched; the message names both plugins."""
 
 
 @dataclass(frozen=True)
