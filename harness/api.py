@@ -1,12 +1,13 @@
 """What the objects built by plugin factories provide, and the context they log to.
 
-One experiment composes a workload, a technique and an accelerator (see
-``DESIGN.md``). The runner drives them in this order::
+One experiment composes a workload, a technique and an accelerator (see the
+README and ``docs/plugin_guide.md``). The runner drives them in this order::
 
     subject = workload.build(ctx)                      # e.g. train or load a base model
     subject = technique.apply(subject, workload, ctx)  # compress it, or train it differently
-    quality = workload.evaluate(subject, accelerator.numerics or EXACT, ctx)
-    exact   = workload.evaluate(subject, EXACT, ctx)   # same subject, reference numerics
+    numerics = bind(accelerator.numerics or EXACT, seed)  # per-op seeds, cached weight preparation
+    quality = workload.evaluate(subject, numerics, ctx)
+    exact   = workload.evaluate(subject, bind(EXACT, seed), ctx)  # same subject, reference numerics
     trace   = workload.op_trace(subject)
     cost    = accelerator.cost(trace, ctx)
 
@@ -64,6 +65,9 @@ class Workload(Protocol):
     def evaluate(self, subject: Any, backend: MatmulBackend, ctx: "RunContext") -> dict[str, float]:
         """Task quality of ``subject`` with every GEMM through ``backend``.
 
+        Call ``backend.matmul(a, b, GemmCall(op=..., ...))`` for every GEMM (see
+        :mod:`harness.numerics.backend`); the backend arrives bound to the run.
+
         Keys without a ``/`` are filed under ``eval/`` (``accuracy`` becomes
         ``eval/accuracy``); keys with one are used as given (``numerics/rmse``).
         The runner calls this once with the accelerator's numerics and once with
@@ -71,7 +75,9 @@ class Workload(Protocol):
         """
 
     def op_trace(self, subject: Any) -> OpTrace:
-        """The GEMMs of one inference of one sample, with densities."""
+        """The ops of one inference of one sample (a serving workload: one decode
+        iteration of its batch): shapes, densities, bit widths, memory traffic, and
+        weight values where the workload has them."""
 
 
 @runtime_checkable

@@ -64,9 +64,16 @@ def run_name(record: Record) -> str:
 
 def task(cfg: DictConfig) -> str:
     """Hydra task function: run, write to MLflow, fail loudly if the run failed."""
+    from hydra.errors import CompactHydraException
+
+    from harness.host import PluginError
+    from harness.specs import CapabilityError
     from harness.tracking import MlflowTracker
 
-    record = record_for(cfg)
+    try:
+        record = record_for(cfg)
+    except (CapabilityError, PluginError) as exc:  # refused before it started: one line, no run recorded
+        raise CompactHydraException(f"harness: {exc}") from exc
     tracker = MlflowTracker(cfg.tracking_uri or None, cfg.experiment_name)
     run_id = tracker.write(record, run_name(record))
     print(format_summary(record))

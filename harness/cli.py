@@ -31,13 +31,18 @@ commands:
   run [OVERRIDES]       run one experiment, or a sweep with -m (Hydra flags work:
                         --cfg job, --info, --help). Example:
                           harness run -m workload=dot_products accelerator=exact,ds_cim
-  plugins [--json|--markdown]
+  plugins [--json|--markdown] [--strict]
                         list installed workloads, techniques and accelerators
+                        (broken plugins are listed as such; --strict fails on them)
   ui [--port N]         serve the MLflow UI for the configured store on 127.0.0.1
+  dashboard SPEC [--sweep ID] [--experiment NAME] [--out FILE] [--list]
+                        render a dashboard spec to one offline HTML file (and file
+                        it with the sweep's parent run); see docs/dashboards.md
 
 environment:
   MLFLOW_TRACKING_URI       where runs are recorded (default: sqlite:///mlflow.db here)
   HARNESS_DISABLE_PLUGINS   comma-separated plugin names to skip
+  HARNESS_STRICT_PLUGINS    1: a broken plugin is an error, not a warning (for CI)
 """
 
 
@@ -46,8 +51,12 @@ def _fail(message: str, code: int = 2) -> int:
     return code
 
 
-def plugin_rows(infos) -> list[dict]:
-    """Plain rows describing installed plugins (for --json, --markdown and the table)."""
+def plugin_rows(infos, broken=()) -> list[dict]:
+    """Plain rows describing installed plugins (for --json, --markdown and the table).
+
+    ``broken`` (:class:`harness.host.BrokenPlugin`) adds one row per broken plugin,
+    with ``broken: true`` and its ``error``; healthy rows have ``broken: false``.
+    """
     return [
         {
             "kind": i.kind,
@@ -61,22 +70,42 @@ def plugin_rows(infos) -> list[dict]:
             ],
             "distribution": i.distribution,
             "version": i.version,
+            "needs": sorted(i.spec.needs),
+            "provides": sorted(i.spec.provides),
+            "broken": False,
         }
         for i in infos
+    ] + [
+        {
+            "kind": b.kind or "?",
+            "name": b.names[0],  # the entry-point name, or the conflicting spec name
+            "summary": f"BROKEN: {b.message()}",
+            "paper": "",
+            "arxiv": "",
+            "claims": [],
+            "distribution": b.distribution,
+            "version": b.version,
+            "needs": [],
+            "provides": [],
+            "broken": True,
+            "plugin": b.plugin,
+            "error": b.message(),
+        }
+        for b in broken
     ]
 
 
 def cmd_plugins(args: list[str]) -> int:
-    from harness.host import PluginError, get_host
+    from harness.host import Host, PluginError, get_host
 
-    unknown = [a for a in args if a not in ("--json", "--markdown")]
+    unknown = [a for a in args if a not in ("--json", "--markdown", "--strict")]
     if unknown:
-        return _fail(f"plugins: unknown argument(s) {' '.join(unknown)}; valid: --json, --markdown")
+        return _fail(f"plugins: unknown argument(s) {' '.join(unknown)}; valid: --json, --markdown, --strict")
     try:
-        infos = get_host().infos()
+        host = Host(strict=True) if "--strict" in args else get_host()
     except PluginError as exc:
         return _fail(str(exc), 1)
-    rows = plugin_rows(infos)
+    rows = plugin_rows(host.infos(), host.broken())
     if "--json" in args:
         print(json.dumps(rows, indent=2))
         return 0
@@ -105,6 +134,8 @@ def plugins_markdown(rows: list[dict]) -> str:
     for r in rows:
         claims = "; ".join(f"`{c['metric']}` {c['value']:g} {c['unit']} ({c['experiment']})" for c in r["claims"])
         paper = f"{r['paper']}" if r["paper"] else "reference"
+        if r.get("broken"):
+            paper = "-"
         lines.append(f"| {r['kind']} | `{r['name']}` | {r['summary']} | {paper} | {claims or '-'} |")
     return "\n".join(lines)
 
@@ -164,7 +195,30 @@ def cmd_run(args: list[str]) -> int:
     return 0
 
 
-COMMANDS = {"run": cmd_run, "plugins": cmd_plugins, "ui": cmd_ui}
+def _print_plugin_warnings_plainly() -> None:
+    """Show a broken plugin's warning as one ``harness: warning: ...`` line on stderr."""
+    import warnings
+
+    from harness.host import PluginWarning
+
+    shown = warnings.showwarning
+
+    def show(message, category, filename, lineno, file=None, line=None):
+        if issubclass(category, PluginWarning):
+            print(f"harness: warning: {message}", file=sys.stderr)
+        else:
+            shown(message, category, filename, lineno, file, line)
+
+    warnings.showwarning = show
+
+
+def cmd_dashboard(args: list[str]) -> int:
+    from harness.dashboard.cli import main as dashboard_main  # mlflow loads only in here
+
+    return dashboard_main(args)
+
+
+COMMANDS = {"run": cmd_run, "plugins": cmd_plugins, "ui": cmd_ui, "dashboard": cmd_dashboard}
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -178,6 +232,7 @@ def main(argv: list[str] | None = None) -> int:
     command = COMMANDS.get(argv[0])
     if command is None:
         return _fail(f"unknown command {argv[0]!r}; valid commands: {', '.join(COMMANDS)} (see harness --help)")
+    _print_plugin_warnings_plainly()
     try:
         return command(argv[1:])
     except BrokenPipeError:  # `harness plugins | head`: the reader left, not an error of ours

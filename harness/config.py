@@ -38,6 +38,9 @@ class HarnessConfig:
     tracking_uri: str = ""
     #: Where plugins cache reusable products (trained base models).
     cache_dir: str = ".harness_cache"
+    #: Dashboard spec rendered over a sweep when it ends (a preset names its own;
+    #: ``harness dashboard --list``); empty: none. Not part of the config hash.
+    dashboard: str = ""
     workload: Any = None
     technique: Any = None
     accelerator: Any = None
@@ -65,6 +68,13 @@ def register_configs(host=None) -> None:
     cs.store(name="harness_schema", node=HarnessConfig)
     for info in host.infos():
         cs.store(group=info.kind, name=info.name, node=info.spec.config, provider=info.distribution)
+    # A broken plugin's names compose to an empty node, so a run choosing one reaches
+    # the host and fails with the load error instead of Hydra's "Could not find".
+    for broken in host.broken():
+        for kind in (broken.kind,) if broken.kind else KINDS:
+            for name in broken.names:
+                if name not in host.names(kind):
+                    cs.store(group=kind, name=name, node={}, provider=broken.distribution)
 
 
 def flatten(obj: Any, prefix: str = "") -> dict[str, Any]:

@@ -86,8 +86,11 @@ def harness_accelerators() -> Iterable[AcceleratorSpec]:
 
     :return: an iterable of :class:`~harness.specs.AcceleratorSpec`. The factory
         takes the config instance and returns an object with a ``numerics``
-        attribute (a matmul backend, or ``None`` for a pure cost model) and
-        ``cost(trace, ctx)`` (:class:`harness.api.Accelerator`).
+        attribute (a matmul backend with ``matmul(a, b, call)`` and optionally
+        ``prepare_weight(b, call)``, see :mod:`harness.numerics.backend`; or
+        ``None`` for a pure cost model) and ``cost(trace, ctx)``
+        (:class:`harness.api.Accelerator`), which reads the op trace
+        (:mod:`harness.optrace`), weight values included.
 
     Example::
 

@@ -349,8 +349,11 @@ class RayLauncherImpl:
     # -- the launch -------------------------------------------------------------
     def launch(self, job_overrides: Sequence[Sequence[str]], initial_job_idx: int):
         from hydra.core.utils import JobReturn, JobStatus, configure_log, filter_overrides, setup_globals
+        from hydra.errors import CompactHydraException
 
         from harness.app import config_hash_of
+        from harness.host import PluginError
+        from harness.specs import CapabilityError
         from harness.tracking import MlflowTracker
 
         assert self.config is not None and self.hydra_context is not None
@@ -374,6 +377,9 @@ class RayLauncherImpl:
         for job in jobs:
             try:
                 job.config_hash = config_hash_of(OmegaConf.create(job.task_cfg), job.choices)
+            except (CapabilityError, PluginError) as exc:  # plugins that cannot run together, or a broken
+                # one: refuse the whole sweep here, before Ray starts, in one line (no traceback).
+                raise CompactHydraException(f"harness: job #{job.idx} ({' '.join(job.overrides)}): {exc}") from exc
             except Exception as exc:  # a config the plugin rejects: the worker reports it
                 job.note = f"config hash not computable: {exc}"
                 continue
@@ -443,6 +449,11 @@ class RayLauncherImpl:
         counts = {s: sum(1 for j in jobs if j.status == s) for s in ("FINISHED", "FAILED", _SKIPPED)}
         self._close_parent(tracker, parent_id, sweep_id, jobs, counts)
         print(self._summary_text(jobs, counts, parent_id, tracker), flush=True)
+        # The preset's dashboard (`dashboard:`), filed with the parent; a failure only warns.
+        from harness.dashboard import render_after_sweep
+
+        dashboard = str(jobs[0].task_cfg.get("dashboard") or "") if jobs else ""
+        render_after_sweep(tracker.tracking_uri, experiment_name, sweep_id, dashboard)
 
         failed_msg = None
         if counts["FAILED"]:

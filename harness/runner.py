@@ -7,7 +7,9 @@ driver: the worker returns the record, the driver writes it.
 
 A failure in any plugin is caught here and turned into a FAILED record carrying
 the traceback (as ``traceback.txt``), so a sweep keeps what the failing run had
-already measured and says exactly where it broke.
+already measured and says exactly where it broke. A composition that cannot run at
+all (a broken plugin chosen, or one plugin needing a capability the others do not
+provide) raises from :func:`experiment_identity` before any record exists.
 """
 
 from __future__ import annotations
@@ -27,12 +29,19 @@ from harness import __version__
 from harness.api import RunContext
 from harness.config import config_hash, flatten, plugin_params
 from harness.host import Host, get_host
-from harness.numerics.backend import EXACT
+from harness.numerics.backend import EXACT, bind
 from harness.plots import curves_png
 from harness.record import FAILED, FINISHED, Record
-from harness.specs import KINDS
+from harness.specs import KINDS, CapabilityError
 
-__all__ = ["ExperimentFailed", "compare_claims", "experiment_identity", "git_state", "run_experiment"]
+__all__ = [
+    "ExperimentFailed",
+    "check_capabilities",
+    "compare_claims",
+    "experiment_identity",
+    "git_state",
+    "run_experiment",
+]
 
 log = logging.getLogger("harness")
 
@@ -111,6 +120,47 @@ def _prefixed(metrics: Mapping[str, float], stage: str, suffix: str = "") -> dic
     return {(k if "/" in k else f"{stage}/{k}") + suffix: v for k, v in metrics.items()}
 
 
+def _plural(kind: str) -> str:
+    return f"{kind}s"
+
+
+def check_capabilities(infos, host: Host | None = None) -> None:
+    """Raise :class:`~harness.specs.CapabilityError` unless every capability a chosen
+    plugin ``needs`` is in what the other chosen plugins ``provide``.
+
+    ``infos`` are the chosen plugins (anything with ``kind``, ``name`` and ``spec``).
+    The message names both sides, what is missing, and the installed plugins of the
+    providing kind that do provide it.
+    """
+    host = host or get_host()
+    problems = []
+    for info in infos:
+        others = [o for o in infos if o is not info]
+        offered = frozenset().union(*(o.spec.provides for o in others))
+        missing = sorted(info.spec.needs - offered)
+        if not missing:
+            continue
+        # Name the plugins that provide something (the workload, in practice), or the workload.
+        named = [o for o in others if o.spec.provides] or [o for o in others if o.kind == "workload"] or others
+        if len(named) == 1:
+            (o,) = named
+            what = ", ".join(sorted(o.spec.provides)) or "nothing"
+            side = f"which {o.kind} {o.name!r} does not provide (it provides {what})"
+        else:
+            listed = ", ".join(
+                f"{o.kind} {o.name!r} (provides {', '.join(sorted(o.spec.provides)) or 'nothing'})" for o in named
+            )
+            side = f"which none of {listed} provides"
+        where = []
+        for capability in missing:
+            by_kind = {k: host.providers(capability, k) for k in KINDS if k != info.kind}
+            found = [f"{_plural(k)} that provide {capability}: {', '.join(n)}" for k, n in by_kind.items() if n]
+            where.append("; ".join(found) or f"no installed plugin provides {capability}")
+        problems.append(f"{info.kind} {info.name!r} needs {', '.join(missing)}, {side}; " + "; ".join(where))
+    if problems:
+        raise CapabilityError("; ".join(problems))
+
+
 def experiment_identity(
     choices: Mapping[str, str],
     plugin_values: Mapping[str, Mapping[str, Any]],
@@ -122,9 +172,14 @@ def experiment_identity(
     One function builds the plugin configs for both the runner and the Ray
     launcher's driver, which hashes every job before launching to skip the ones
     already FINISHED: the two must agree on the hash, so they share this code.
+    It is also where a composition is refused before anything runs:
+    :class:`~harness.host.PluginError` for a broken plugin,
+    :class:`~harness.specs.CapabilityError` for plugins that cannot work together
+    (:func:`check_capabilities`).
     """
     host = host or get_host()
     infos = [host.info(kind, choices[kind]) for kind in KINDS]
+    check_capabilities(infos, host)
     configs = {info.kind: _build_config(info.spec, plugin_values.get(info.kind, {})) for info in infos}
     params = {kind: plugin_params(configs[kind]) for kind in KINDS}
     return infos, configs, params, config_hash(choices, params, seed)
@@ -186,14 +241,19 @@ def run_experiment(
         subject = technique.apply(subject, workload, ctx)
 
         numerics = getattr(accelerator, "numerics", None)
+        simulated = numerics is not None and numerics is not EXACT
         stage = f"workload {choices['workload']!r} evaluate on {choices['accelerator']!r}"
-        if numerics is not None and numerics is not EXACT:
-            quality = _finite(workload.evaluate(subject, numerics, ctx), stage)
+        if simulated:
+            # Bound to the run: every GEMM call gets a seed derived from the run's
+            # seed and its op, and weight preparation is done once per tensor.
+            bound = bind(numerics, seed=ctx.child_seed("numerics"))
+            quality = _finite(workload.evaluate(subject, bound, ctx), stage)
             ctx.log_metrics(_prefixed(quality, "eval"))
+            ctx.set_tag("numerics.contract", "v1" if bound.v1 else "v2")
         stage = f"workload {choices['workload']!r} evaluate on exact numerics"
-        exact = _finite(workload.evaluate(subject, EXACT, ctx), stage)
+        exact = _finite(workload.evaluate(subject, bind(EXACT, seed=ctx.child_seed("numerics")), ctx), stage)
         ctx.log_metrics(_prefixed(exact, "eval", "_exact"))
-        if numerics is None or numerics is EXACT:
+        if not simulated:
             ctx.log_metrics(_prefixed(exact, "eval"))
 
         stage = f"workload {choices['workload']!r} op trace"

@@ -11,6 +11,13 @@ part of the spec as data (:class:`PaperRef`, :class:`Claim`). The runner compare
 every claim whose ``metric`` was measured in a run and files that comparison with
 the run, so a reader of the MLflow UI sees "claimed 3566.1 TOPS/W, measured ..."
 without opening the plugin's code.
+
+What a plugin needs from the others chosen with it, and what it provides to them,
+is data too: ``needs`` and ``provides`` hold capability names (:data:`CAPABILITIES`
+lists the ones the built-ins use; third parties may add their own). Before any job
+starts, :func:`harness.runner.experiment_identity` checks that every capability a
+chosen plugin needs is provided by another chosen plugin, and raises
+:class:`CapabilityError` naming both plugins otherwise.
 """
 
 from __future__ import annotations
@@ -18,9 +25,10 @@ from __future__ import annotations
 import dataclasses
 import re
 from dataclasses import dataclass, field
-from typing import Any, Callable, ClassVar, Mapping
+from typing import Any, Callable, ClassVar, Iterable, Mapping
 
 __all__ = [
+    "CAPABILITIES",
     "KINDS",
     "AcceleratorSpec",
     "CapabilityError",
@@ -38,6 +46,22 @@ KINDS = ("workload", "technique", "accelerator")
 
 _NAME_RE = re.compile(r"^[a-z][a-z0-9_]*$")
 _METRIC_RE = re.compile(r"^[a-z][a-z0-9_]*/[A-Za-z0-9_./-]+$")
+_CAPABILITY_RE = re.compile(r"^[a-z][a-z0-9_]*(:[a-z0-9_]+)?$")
+
+#: Capability names the built-in plugins use in ``needs`` and ``provides``, with what
+#: each promises. A third-party plugin may use its own names (same syntax:
+#: ``word`` or ``family:word``); a name means what its provider documents.
+CAPABILITIES: Mapping[str, str] = {
+    "subject:model": "the subject is a ModelSubject classifier (harness.nn layers, trainable)",
+    "subject:gemms": "the subject is a set of GEMM operands (weights and activations), no model",
+    "subject:pixel": "the subject is a pixel-to-pixel model (e.g. super-resolution)",
+    "subject:kernel": "the subject is an approximation kernel with an error bound (AxBench-style)",
+    "subject:serving": "the subject is an LLM decode serving trace (batches, context lengths)",
+    "subject:points": "the subject is a point-cloud model with its point sets",
+    "weight_values": "the op trace carries readable weight values for weighted ops",
+    "training_gemms": "the subject trains through pluggable training GEMMs (forward and backward)",
+    "memory_ops": "the op trace has non-GEMM memory ops (decode attention with KV-cache bytes)",
+}
 
 
 class SpecError(ValueError):
@@ -89,6 +113,14 @@ class Claim:
     workload, the comparison says so instead of pretending the two are alike.
     ``when`` restricts the claim to plugin configs with these field values (for
     example ``{"variant": "ds_cim2"}``).
+
+    Judged on whole sweeps (:mod:`harness.claims`, optional fields): ``direction``
+    says which way is better (``"higher"``, ``"lower"``, or ``None``: the value
+    itself); ``tolerance`` (relative) and ``abs_tolerance`` (in ``unit``) bound
+    "reproduced"; ``baseline`` is the no-effect value (1 for a compression
+    ratio), so a result between it and ``value`` is "same direction, smaller
+    effect"; ``at`` holds conditions on a run's other metrics, params or tags,
+    e.g. ``{"technique/accuracy_drop": "<= 0", "workload.quant_bits": 8}``.
     """
 
     metric: str
@@ -98,6 +130,11 @@ class Claim:
     workload: str | None = None
     when: Mapping[str, Any] = field(default_factory=dict)
     note: str = ""
+    direction: str | None = None
+    tolerance: float = 0.05
+    abs_tolerance: float = 0.0
+    baseline: float | None = None
+    at: Mapping[str, Any] = field(default_factory=dict)
 
     def applies_to(self, config: Mapping[str, Any]) -> bool:
         """True when every ``when`` field equals the plugin config's value."""
@@ -115,6 +152,11 @@ class PluginSpec:
     :mod:`harness.api` for what each kind's object must provide). ``smoke`` holds
     config overrides that make the plugin finish in seconds; the conformance kit
     and the fast tests use them.
+
+    ``needs`` and ``provides`` are capability names (:data:`CAPABILITIES`): every
+    name a plugin needs must be provided by another plugin chosen with it (in
+    practice the workload), or the experiment is refused before it starts. Any
+    iterable of names is accepted and stored as a frozenset.
     """
 
     kind: ClassVar[str] = ""
@@ -126,6 +168,16 @@ class PluginSpec:
     paper: PaperRef | None = None
     claims: tuple[Claim, ...] = ()
     smoke: Mapping[str, Any] = field(default_factory=dict)
+    needs: frozenset[str] = frozenset()
+    provides: frozenset[str] = frozenset()
+
+    def __post_init__(self):
+        # Any iterable of names becomes a frozenset; a bare string (a likely slip for
+        # {"subject:model"}) is kept as it is so validate_spec can name the mistake.
+        for name in ("needs", "provides"):
+            value = getattr(self, name)
+            if not isinstance(value, (str, bytes, frozenset)) and isinstance(value, Iterable):
+                object.__setattr__(self, name, frozenset(value))
 
 
 @dataclass(frozen=True)
@@ -139,8 +191,9 @@ class WorkloadSpec(PluginSpec):
 class TechniqueSpec(PluginSpec):
     """A technique: what is done to the workload (compression, training methods).
 
-    ``smoke_workload`` names a workload the technique applies to; the conformance
-    kit composes the two to check the technique end to end.
+    ``smoke_workload`` names a workload the technique applies to (it must provide
+    what the technique ``needs``); the conformance kit composes the two to check
+    the technique end to end.
     """
 
     kind: ClassVar[str] = "technique"
@@ -186,7 +239,22 @@ def validate_spec(spec: Any) -> None:
             problems.append(f"claims must be Claim instances, got {type(claim).__name__}")
         elif not _METRIC_RE.match(claim.metric):
             problems.append(f"claim metric {claim.metric!r} must be 'stage/name', e.g. 'eval/accuracy'")
+        else:
+            from harness.claims import claim_problems  # judging rules live with the judge
+
+            problems.extend(claim_problems(claim))
     if spec.claims and spec.paper is None:
         problems.append("claims need a paper reference")
+    for name in ("needs", "provides"):
+        value = getattr(spec, name)
+        if not isinstance(value, frozenset):
+            problems.append(f"{name} must be a set of capability names such as {{'subject:model'}}, got {value!r}")
+            continue
+        bad = sorted(repr(c) for c in value if not isinstance(c, str) or not _CAPABILITY_RE.match(c))
+        if bad:
+            problems.append(
+                f"{name} {', '.join(bad)} must be capability names ('word' or 'family:word', lowercase); "
+                f"built-in names: {', '.join(CAPABILITIES)}"
+            )
     if problems:
         raise SpecError(f"{spec.kind} spec {getattr(spec, 'name', '?')!r}: " + "; ".join(problems))

@@ -258,7 +258,7 @@ def test_spec_is_valid_and_claims_apply_to_their_variant():
     applied1 = {(c.metric, c.value) for c in spec.claims if c.applies_to(params1)}
     applied2 = {(c.metric, c.value) for c in spec.claims if c.applies_to(params2)}
     assert ("numerics/rmse", 0.74) in applied1 and ("eval/accuracy", 0.9445) in applied1
-    assert {("numerics/rmse", 3.81), ("accelerator/tops_per_w", 3566.1), ("accelerator/tops_per_mm2", 363.7)} <= applied2
+    assert {("numerics/rmse", 3.81), ("accelerator/peak_tops_per_w", 3566.1), ("accelerator/peak_tops_per_mm2", 363.7)} <= applied2
     assert all(0 < c.value < 1 for c in spec.claims if c.metric == "eval/accuracy")
 
 

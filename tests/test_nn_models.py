@@ -26,7 +26,7 @@ class Forwarding:
     def __init__(self):
         self.calls = []
 
-    def matmul(self, a, b):
+    def matmul(self, a, b, call=None):
         self.calls.append((a.dtype, a.shape, b.shape, int(np.abs(a).max()) if a.dtype.kind == "i" else None))
         return EXACT.matmul(a, b)
 
@@ -34,7 +34,7 @@ class Forwarding:
 class Zero:
     name = "zero"
 
-    def matmul(self, a, b):
+    def matmul(self, a, b, call=None):
         return np.zeros((a.shape[0], b.shape[1]), np.float64 if a.dtype.kind == "i" else np.float32)
 
 

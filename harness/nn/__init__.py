@@ -17,7 +17,8 @@ What is here
   default :data:`~harness.numerics.backend.EXACT`; with ``quant_bits=b`` the
   backend receives signed integer codes (int32 holding b-bit values: activations
   per-tensor, weights per output channel, symmetric) and the result is rescaled.
-  Training is always exact float32.
+  Training is exact float32 unless a technique gives a training GEMM
+  (:mod:`~harness.nn.train_gemm`).
 * :mod:`~harness.nn.cache`: train-once caching of base models (file lock + atomic
   rename).
 
@@ -38,9 +39,21 @@ The model workloads (``digits_mlp``, ``mnist_lenet5``, ``mnist_vit``) build a
     pass uses ``W * mask``, gradients are masked, so pruned weights stay pruned
     during training and a mask can be taken back. ``subject.density()`` gives the
     non-zero fraction per weight after all masks.
-``subject.train(epochs, ctx=None, grad_hook=None, prefix="train/", **overrides)``
-    Continue training in exact float32. ``grad_hook(name, W) -> extra_grad | None``
-    is called for every prunable weight at every step and its result is added to
+``subject.train(epochs, ctx=None, grad_hook=None, prefix="train/", gemm=None, **overrides)``
+    Continue training, in exact float32 BLAS unless ``gemm`` is given: an object
+    with ``matmul(a, b, call)`` that computes every training GEMM. ``call.op`` is
+    the layer (``"fc1"``, ``"conv1"`` as its im2col GEMM; attention's
+    ``"<attn>.qk"``/``".av"``, one call per sample and head) and ``call.role`` is
+    ``forward`` (``X (M,K) @ W (K,N)``), ``grad_input`` (``dY (M,N) @ W.T``) or
+    ``grad_weight`` (``X.T (K,M) @ dY``). It returns the full float32 result but
+    may compute only part of it, zeros elsewhere (approximate dropout: kept rows
+    ``R`` in forward, then rows ``R`` of ``dY @ W.T`` and ``X.T[:, R] @ dY[R]``
+    keep the gradients exact for what was computed), or quantize its operands
+    (dynasty). ``call.seed`` is shared by an op's three roles in one step, so a
+    pattern drawn in forward can be drawn again for its gradients. Check one with
+    :func:`harness.testing.check_training_gemm`.
+    ``grad_hook(name, W) -> extra_grad | None`` is called for every prunable
+    weight at every step and its result is added to
     the gradient before masks apply (ADMM: ``lambda n, W: rho * (W - Z[n] + U[n])``).
     ``overrides`` replace :class:`TrainConfig` fields (``lr=0.01``,
     ``optimizer="adam"``, ``schedule="constant"``). With ``ctx`` it logs per-epoch
@@ -51,6 +64,12 @@ The model workloads (``digits_mlp``, ``mnist_lenet5``, ``mnist_vit``) build a
     report on ``"test"`` (which is what the workload's ``evaluate`` does).
     ``subject.quant_bits`` is the default precision and a technique may change it.
     ``subject.logits(x, backend, quant_bits)`` gives raw outputs.
+``subject.set_precision(layer, weight_bits=None, act_bits=None, weight_granularity="channel")``
+    Per-layer bit widths (``subject.precision``): evaluation runs the layer at them
+    (integer codes when both operands have bits) and the op trace reports them, so
+    a cost model charges for the precision the technique chose. None keeps the
+    workload's ``quant_bits``; 1-bit weights are ``alpha * sign(W)``. A technique that
+    put the weights on its own grid ``alpha * Q`` passes ``weight_scale=alpha``.
 ``subject.channel_groups() -> {layer: channels}``, ``subject.set_channel_mask(layer, mask)``
     Output-channel masks (conv filters, hidden units; for the ViT the MLP hidden
     units ``blocks.i.fc1``). A masked channel is zero downstream (BatchNorm after it
@@ -70,13 +89,25 @@ ViT only (``subject.model`` is a :class:`VisionTransformer`)
     The :class:`~harness.optrace.OpTrace` of one sample, from an instrumented
     forward pass: convolutions as their im2col GEMMs, attention ``qk``/``av`` ops
     with ``has_weights=False`` and ``count`` = live heads, weight densities from
-    masks, input densities measured (ReLU zeros, dropped tokens).
+    masks, input densities measured (ReLU zeros, dropped tokens), bit widths as
+    run, and each weight layer's effective weights (``trace.weight_values(op)``).
 ``subject.copy()``
     An independent model (masks, statistics, history) sharing the read-only data.
 
 A technique that changes the architecture can also work on ``subject.model``
 directly (:class:`Sequential` ``.stack`` of layers, ``layer.params``), and should
 return the subject so the workload's ``evaluate`` and ``op_trace`` still work.
+
+Subjects of other families
+--------------------------
+Workloads that are not classifiers build other subjects: GEMM operands
+(``subject:gemms``), pixel-to-pixel models such as super-resolution (PSNR,
+per-pixel feature maps, ``subject:pixel``), AxBench-style approximation kernels
+with an error bound (``subject:kernel``), LLM decode serving batches
+(``subject:serving``) and point clouds (``subject:points``). What a technique may
+rely on for each is the protocol of that family in :mod:`harness.subjects` (same
+weight and mask conventions as above, where there are weights); small working
+instances are in :mod:`harness.testing.toy_workloads`.
 """
 
 from harness.nn.layers import (
@@ -104,7 +135,7 @@ from harness.nn.models import (
     tiny_vit,
 )
 from harness.nn.optim import SGD, Adam
-from harness.nn.runtime import OpRecorder, Runtime
+from harness.nn.runtime import OpRecorder, Precision, Runtime
 from harness.nn.subject import ModelSubject, ModelWorkload
 from harness.nn.train import GradHook, TrainConfig, accuracy, fit, predict
 
@@ -125,6 +156,7 @@ __all__ = [
     "ModelWorkload",
     "MultiHeadSelfAttention",
     "OpRecorder",
+    "Precision",
     "ReLU",
     "Runtime",
     "SGD",

@@ -10,9 +10,9 @@ Layout: activations are NHWC (batch, height, width, channels), so an im2col row
 is ``(kh, kw, C)`` in C order and a convolution weight in HWIO order reshapes to
 the GEMM's ``(kh*kw*C_in, C_out)`` matrix without a copy.
 
-The numba kernels are ``parallel=True`` over the batch only: each sample's output
-is written by one thread in a fixed order, so results do not depend on the thread
-count (no parallel reductions).
+The numba kernels are single-threaded loops (training runs one BLAS thread too, see
+``runtime.blas_threads``): each output is written in a fixed order, so results do
+not depend on the machine's thread count.
 """
 
 from __future__ import annotations

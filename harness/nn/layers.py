@@ -14,6 +14,9 @@ Conventions
   zeroing the bias) before the GEMM, and masks its gradients the same way. Per-channel
   layers that follow (BatchNorm) carry the producer's ``channel_mask`` too, so a
   masked channel is exactly zero downstream.
+* Training GEMMs (forward, and in ``backward`` the input and weight gradients) go
+  through ``rt.train_gemm`` when a technique sets one (:mod:`harness.nn.train_gemm`);
+  ``backward(dy)`` has no runtime, so a layer keeps it from its forward pass.
 """
 
 from __future__ import annotations
@@ -78,6 +81,9 @@ class _WeightLayer(Layer):
     """Shared mask handling of Dense and Conv2d (``W`` with output channels last)."""
 
     producer = True
+    #: What follows the GEMM directly (``"relu"``), set by the model; backends see
+    #: it as ``GemmCall.epilogue`` (an ADC may stop converting negative outputs).
+    epilogue: str | None = None
 
     def __init__(self, name: str):
         super().__init__(name)
@@ -150,21 +156,26 @@ class Dense(_WeightLayer):
         shape = x.shape
         a = x.reshape(-1, shape[-1])
         w = self.effective("W")
-        y = linear(a, w, rt, self.name, samples=shape[0])
+        y = linear(a, w, rt, self.name, samples=shape[0], epilogue=self.epilogue,
+                   bias=self.effective("b") if self.epilogue and "b" in self.params else None)
         if "b" in self.params:
             y = y + self.effective("b")
         if rt.grad:
-            self._cache = (a, w, shape)
+            self._cache = (a, w, shape, rt.train_gemm)
         return y.reshape(*shape[:-1], w.shape[1])
 
     def backward(self, dy):
-        a, w, shape = self._cache
+        a, w, shape, gemm = self._cache
         d2 = dy.reshape(-1, w.shape[1])
-        self.grads["W"] = a.T @ d2
+        if gemm is None:
+            self.grads["W"] = a.T @ d2
+        else:
+            self.grads["W"] = gemm(a.T, d2, self.name, "grad_weight", False)
         if "b" in self.params:
             self.grads["b"] = d2.sum(axis=0)
         self._masked_grads()
-        return (d2 @ w.T).reshape(shape)
+        dx = d2 @ w.T if gemm is None else gemm(d2, w.T, self.name, "grad_input", True)
+        return dx.reshape(shape)
 
 
 class Conv2d(_WeightLayer):
@@ -190,19 +201,26 @@ class Conv2d(_WeightLayer):
         cols = kernels.im2col(x, k, k, self.stride)
         w = self.effective("W")
         w2 = w.reshape(-1, w.shape[-1])
-        y = linear(cols, w2, rt, self.name, samples=b) + self.effective("b")
+        bias = self.effective("b")
+        y = linear(cols, w2, rt, self.name, samples=b, epilogue=self.epilogue,
+                   bias=bias if self.epilogue else None) + bias
         ho, wo = kernels.out_size(x.shape[1], k, self.stride), kernels.out_size(x.shape[2], k, self.stride)
         if rt.grad:
-            self._cache = (cols, w2, x.shape)
+            self._cache = (cols, w2, x.shape, rt.train_gemm)
         return y.reshape(b, ho, wo, -1)
 
     def backward(self, dy):
-        cols, w2, padded_shape = self._cache
+        cols, w2, padded_shape, gemm = self._cache
         d2 = dy.reshape(-1, w2.shape[1])
-        self.grads["W"] = (cols.T @ d2).reshape(self.params["W"].shape)
+        if gemm is None:
+            dw, dcols = cols.T @ d2, d2 @ w2.T
+        else:
+            dw = gemm(cols.T, d2, self.name, "grad_weight", False)
+            dcols = gemm(d2, w2.T, self.name, "grad_input", True)
+        self.grads["W"] = dw.reshape(self.params["W"].shape)
         self.grads["b"] = d2.sum(axis=0)
         self._masked_grads()
-        dx = kernels.col2im(d2 @ w2.T, padded_shape, self.kernel, self.kernel, self.stride)
+        dx = kernels.col2im(dcols, padded_shape, self.kernel, self.kernel, self.stride)
         p = self.padding
         return dx[:, p : dx.shape[1] - p, p : dx.shape[2] - p, :] if p else dx
 
@@ -443,13 +461,13 @@ class MultiHeadSelfAttention(Layer):
         if kv is not None:
             q, k, v = q * kv, k * kv, v * kv
         scale = F32(1.0 / math.sqrt(dh))
-        s = act_matmul(q, k.transpose(0, 1, 3, 2), rt) * scale
+        s = act_matmul(q, k.transpose(0, 1, 3, 2), rt, op=f"{self.name}.qk") * scale
         if keep is not None:
             s = np.where(keep[:, None, None, :] > 0, s, F32(-1e9))
         a = softmax(s).astype(F32)
         if kv is not None:
             a = a * kv
-        o = act_matmul(a, v, rt)
+        o = act_matmul(a, v, rt, op=f"{self.name}.av")
         if rt.recorder is not None:
             live = h if self.head_mask is None else int(np.count_nonzero(self.head_mask))
             frac = 1.0 if keep is None else float(np.mean(keep.mean(axis=1) ** 2))
@@ -458,21 +476,29 @@ class MultiHeadSelfAttention(Layer):
         if rt.keep_attention:
             self.last_attention = a
         if rt.grad:
-            self._cache = (q, k, v, a, kv, scale)
+            self._cache = (q, k, v, a, kv, scale, rt.train_gemm)
         y = self.proj.forward(o.transpose(0, 2, 1, 3).reshape(b, t, d), rt)
         return y
 
     def backward(self, dy):
-        q, k, v, a, kv, scale = self._cache
+        q, k, v, a, kv, scale, gemm = self._cache
         b, h, t, dh = q.shape
         do = self.proj.backward(dy).reshape(b, t, h, dh).transpose(0, 2, 1, 3)
-        da = do @ v.transpose(0, 1, 3, 2)
-        dv = a.transpose(0, 1, 3, 2) @ do
+        if gemm is None:
+            da = do @ v.transpose(0, 1, 3, 2)
+            dv = a.transpose(0, 1, 3, 2) @ do
+        else:  # O = A @ V
+            da = gemm.batched(do, v.transpose(0, 1, 3, 2), f"{self.name}.av", "grad_input")
+            dv = gemm.batched(a.transpose(0, 1, 3, 2), do, f"{self.name}.av", "grad_weight")
         if kv is not None:
             da = da * kv
         ds = a * (da - (da * a).sum(axis=-1, keepdims=True)) * scale
-        dq = ds @ k
-        dk = ds.transpose(0, 1, 3, 2) @ q
+        if gemm is None:
+            dq = ds @ k
+            dk = ds.transpose(0, 1, 3, 2) @ q
+        else:  # S = Q @ K.T: dQ = dS @ K, d(K.T) = Q.T @ dS
+            dq = gemm.batched(ds, k, f"{self.name}.qk", "grad_input")
+            dk = gemm.batched(q.transpose(0, 1, 3, 2), ds, f"{self.name}.qk", "grad_weight").transpose(0, 1, 3, 2)
         if kv is not None:
             dq, dk, dv = dq * kv, dk * kv, dv * kv
         dqkv = np.stack([dq, dk, dv]).transpose(1, 3, 0, 2, 4).reshape(b, t, 3 * h * dh)

@@ -135,13 +135,14 @@ class Model:
         """A deep copy (parameters, masks, running statistics)."""
         return copy.deepcopy(self)
 
-    def op_trace(self, x: np.ndarray, quant_bits: int = 0):
+    def op_trace(self, x: np.ndarray, quant_bits: int = 0, precision=None):
         """The op trace of one sample, from an instrumented forward pass over ``x``.
 
-        Shapes are per sample; densities are averaged over the samples in ``x``.
+        Shapes are per sample; densities are averaged over the samples in ``x``;
+        bit widths are ``quant_bits`` or the layer's ``precision``.
         """
         rec = OpRecorder()
-        self.forward(x, Runtime(recorder=rec, quant_bits=quant_bits))
+        self.forward(x, Runtime(recorder=rec, quant_bits=quant_bits, precision=precision))
         return rec.trace()
 
 
@@ -153,6 +154,10 @@ class Sequential(Model):
         if len(set(names)) != len(names):
             raise ValueError(f"layer names must be unique, got {names}")
         self.stack = layers
+        for layer, after in zip(layers, layers[1:] + [None]):
+            if getattr(layer, "producer", False):
+                # A ReLU right after the GEMM is its epilogue (a bias add in between is part of the GEMM's output stage).
+                layer.epilogue = "relu" if type(after).__name__ == "ReLU" else None
         self.input_shape = tuple(input_shape)
         self.num_classes = num_classes
 

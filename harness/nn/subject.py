@@ -16,6 +16,7 @@ import numpy as np
 from harness.data import Splits
 from harness.nn.cache import cache_key, cached_state
 from harness.nn.models import Model, Sequential, VisionTransformer, compact_channels, recalibrate_batchnorm
+from harness.nn.runtime import Precision
 from harness.nn.train import GradHook, TrainConfig, accuracy, fit, log_epoch, predict
 from harness.numerics.backend import EXACT, MatmulBackend
 from harness.optrace import OpTrace
@@ -39,6 +40,8 @@ class ModelSubject:
     seed: int = 0
     history: list[dict] = field(default_factory=list)
     trace_samples: int = 32
+    #: Per-layer bit widths set by a technique (layer name -> Precision).
+    precision: dict[str, Precision] = field(default_factory=dict)
 
     # -- weights and masks -------------------------------------------------------
     def weights(self) -> dict[str, np.ndarray]:
@@ -70,6 +73,22 @@ class ModelSubject:
             raise TypeError(f"{self.workload}: head masks need a transformer, the model is {type(self.model).__name__}")
         self.model.set_head_mask(block, mask)
 
+    def set_precision(self, layer: str, weight_bits: int | None = None, act_bits: int | None = None,
+                      weight_granularity: str = "channel", weight_scale=None) -> None:
+        """Run ``layer`` (``"conv1"`` or ``"conv1.W"``) at these bit widths in evaluation
+        and report them in the op trace; None keeps the workload's ``quant_bits``.
+
+        Weights are quantized to ``weight_bits`` codes per output channel (or one scale
+        per ``tensor``) when activations are integer too. A technique that put the
+        weights on its own grid ``alpha * Q`` passes ``weight_scale=alpha`` (a float
+        or one per output channel), so the codes are exactly ``Q``.
+        """
+        name = layer[:-2] if layer.endswith(".W") else layer
+        layers = sorted(w[:-2] for w in self.weights())
+        if name not in layers:
+            raise KeyError(f"{self.workload}: no weight layer {layer!r}; layers: {', '.join(layers)}")
+        self.precision[name] = Precision(weight_bits, act_bits, weight_granularity, weight_scale)
+
     def density(self) -> dict[str, float]:
         """Fraction of non-zero effective weights per weight tensor."""
         return {n: self.model.weight_layer(n).weight_density() for n in self.weights()}
@@ -80,33 +99,36 @@ class ModelSubject:
         return len(self.history)
 
     def train(self, epochs: int, ctx=None, grad_hook: GradHook | None = None, prefix: str = "train/",
-              **overrides: Any) -> list[dict]:
-        """Train for ``epochs`` more epochs in exact float32; returns per-epoch rows.
+              gemm: Any = None, **overrides: Any) -> list[dict]:
+        """Train for ``epochs`` more epochs; returns per-epoch rows.
 
         ``overrides`` replace fields of the base :class:`TrainConfig` (``lr``,
         ``optimizer``, ``schedule``, ...). ``grad_hook(name, W)`` adds an extra
-        gradient per prunable weight; masks stay applied. Series go to ``ctx``
-        under ``prefix`` at steps continuing from the epochs already trained.
+        gradient per prunable weight; masks stay applied. ``gemm`` is the training
+        GEMM (:mod:`harness.nn.train_gemm`; None: exact float32 BLAS). Series go
+        to ``ctx`` under ``prefix`` at steps continuing from the epochs already trained.
         """
         cfg = dataclasses.replace(self.train_config, epochs=int(epochs), **overrides)
         seed = int(np.random.SeedSequence([self.seed, self.epochs_trained, 7]).generate_state(1)[0])
         rows = fit(self.model, self.data.train, self.data.val, cfg, seed, ctx=ctx, grad_hook=grad_hook,
-                   prefix=prefix, first_epoch=self.epochs_trained)
+                   prefix=prefix, first_epoch=self.epochs_trained, gemm=gemm)
         self.history.extend(rows)
         return rows
 
     def logits(self, x: np.ndarray, backend: MatmulBackend = EXACT, quant_bits: int | None = None) -> np.ndarray:
-        return predict(self.model, x, backend, self.quant_bits if quant_bits is None else quant_bits)
+        return predict(self.model, x, backend, self.quant_bits if quant_bits is None else quant_bits,
+                       precision=self.precision)
 
     def evaluate(self, backend: MatmulBackend = EXACT, split: str = "test", quant_bits: int | None = None) -> float:
         """Accuracy on ``split`` with every GEMM through ``backend``."""
         x, y = self.data.split(split)
-        return accuracy(self.model, x, y, backend, self.quant_bits if quant_bits is None else quant_bits)
+        return accuracy(self.model, x, y, backend, self.quant_bits if quant_bits is None else quant_bits,
+                        precision=self.precision)
 
     def op_trace(self, quant_bits: int | None = None) -> OpTrace:
         """GEMMs of one sample, densities measured on the first validation samples."""
         x = self.data.x_val[: self.trace_samples]
-        return self.model.op_trace(x, self.quant_bits if quant_bits is None else quant_bits)
+        return self.model.op_trace(x, self.quant_bits if quant_bits is None else quant_bits, precision=self.precision)
 
     def recalibrate_batchnorm(self, samples: int | None = None) -> int:
         """Re-estimate BatchNorm statistics on (the first ``samples``) training images."""
@@ -116,13 +138,15 @@ class ModelSubject:
     # -- structure ---------------------------------------------------------------
     def copy(self) -> "ModelSubject":
         """Independent model and history; the (read-only) data is shared."""
-        return dataclasses.replace(self, model=self.model.copy(), history=copy.deepcopy(self.history))
+        return dataclasses.replace(self, model=self.model.copy(), history=copy.deepcopy(self.history),
+                                   precision=dict(self.precision))
 
     def compact(self) -> "ModelSubject":
         """A copy with masked channels physically removed (sequential models)."""
         if not isinstance(self.model, Sequential):
             raise TypeError(f"{self.workload}: compaction needs a sequential model, got {type(self.model).__name__}")
-        return dataclasses.replace(self, model=compact_channels(self.model), history=copy.deepcopy(self.history))
+        return dataclasses.replace(self, model=compact_channels(self.model), history=copy.deepcopy(self.history),
+                                   precision=dict(self.precision))
 
 
 class ModelWorkload:

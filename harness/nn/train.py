@@ -1,8 +1,10 @@
 """Mini-batch training and evaluation of a :class:`~harness.nn.models.Model`.
 
-Training always runs in exact float32 (the backend is for evaluation). It is
-seeded and single-threaded in its reductions, so the same model, data, config and
-seed give bit-identical weights on the same machine.
+Training runs in exact float32 (the backend is for evaluation) unless a
+technique passes a training GEMM (``fit(..., gemm=...)``). It is seeded and
+single-threaded in its reductions, so the same model, data, config, seed (and a
+training GEMM that draws from ``call.seed``) give bit-identical weights on the
+same machine.
 """
 
 from __future__ import annotations
@@ -10,7 +12,7 @@ from __future__ import annotations
 import math
 import time
 from dataclasses import asdict, dataclass
-from typing import Callable
+from typing import Any, Callable
 
 import numpy as np
 
@@ -18,7 +20,8 @@ from harness.nn.losses import softmax_cross_entropy
 from harness.nn.models import Model
 from harness.nn.optim import make_optimizer
 from harness.nn.runtime import Runtime, blas_threads
-from harness.numerics.backend import EXACT, MatmulBackend
+from harness.nn.train_gemm import BoundTrainGemm
+from harness.numerics.backend import EXACT, MatmulBackend, derive_seed
 
 __all__ = ["GradHook", "TrainConfig", "accuracy", "fit", "predict", "random_shift"]
 
@@ -73,17 +76,18 @@ def random_shift(x: np.ndarray, rng: np.random.Generator, max_shift: int) -> np.
 
 
 def predict(model: Model, x: np.ndarray, backend: MatmulBackend = EXACT, quant_bits: int = 0,
-            batch_size: int = 500) -> np.ndarray:
-    """Logits of ``x`` with every GEMM through ``backend`` (optionally on integer codes)."""
-    rt = Runtime(backend=backend, quant_bits=quant_bits)
+            batch_size: int = 500, precision=None) -> np.ndarray:
+    """Logits of ``x`` with every GEMM through ``backend`` (optionally on integer codes,
+    with per-layer bit widths from ``precision``: layer name -> ``Precision``)."""
+    rt = Runtime(backend=backend, quant_bits=quant_bits, precision=precision)
     with blas_threads(1):
         outs = [model.forward(x[i : i + batch_size], rt) for i in range(0, len(x), batch_size)]
     return np.concatenate(outs, axis=0)
 
 
 def accuracy(model: Model, x: np.ndarray, y: np.ndarray, backend: MatmulBackend = EXACT,
-             quant_bits: int = 0) -> float:
-    return float(np.mean(predict(model, x, backend, quant_bits).argmax(axis=1) == y))
+             quant_bits: int = 0, precision=None) -> float:
+    return float(np.mean(predict(model, x, backend, quant_bits, precision=precision).argmax(axis=1) == y))
 
 
 def _lr_at(cfg: TrainConfig, progress: float) -> float:
@@ -99,7 +103,7 @@ def _lr_at(cfg: TrainConfig, progress: float) -> float:
 def fit(model: Model, train: tuple[np.ndarray, np.ndarray], val: tuple[np.ndarray, np.ndarray] | None,
         cfg: TrainConfig, seed: int, ctx=None, grad_hook: GradHook | None = None,
         prefix: str = "train/", first_epoch: int = 0,
-        on_epoch_end: Callable[[int, dict], None] | None = None) -> list[dict]:
+        on_epoch_end: Callable[[int, dict], None] | None = None, gemm: Any = None) -> list[dict]:
     """Train ``model`` in place for ``cfg.epochs`` epochs; return one dict per epoch.
 
     Per epoch, ``ctx.append_series`` receives ``<prefix>loss``, ``<prefix>accuracy``
@@ -107,17 +111,22 @@ def fit(model: Model, train: tuple[np.ndarray, np.ndarray], val: tuple[np.ndarra
     at step ``first_epoch + epoch`` so repeated calls continue one curve.
     ``grad_hook`` adds a term to each prunable weight's gradient (ADMM's
     ``rho * (W - Z + U)``); masks are applied after it, so masked weights stay put.
+    ``gemm`` (``matmul(a, b, call)``) computes every forward and backward GEMM
+    (:mod:`harness.nn.train_gemm`); its ``call.seed`` comes from ``seed``, the op
+    and the global step ``(first_epoch + epoch) * steps_per_epoch + step``.
+    Validation accuracy is always exact.
     """
     cfg.validate()
     with blas_threads(1):
-        return _fit(model, train, val, cfg, seed, ctx, grad_hook, prefix, first_epoch, on_epoch_end)
+        return _fit(model, train, val, cfg, seed, ctx, grad_hook, prefix, first_epoch, on_epoch_end, gemm)
 
 
-def _fit(model, train, val, cfg, seed, ctx, grad_hook, prefix, first_epoch, on_epoch_end):
+def _fit(model, train, val, cfg, seed, ctx, grad_hook, prefix, first_epoch, on_epoch_end, gemm=None):
     x, y = train
     rng = np.random.default_rng(seed)
     opt = make_optimizer(cfg.optimizer, cfg.momentum, cfg.weight_decay)
-    rt = Runtime(training=True)
+    bound = None if gemm is None else BoundTrainGemm(gemm, derive_seed(seed, "train_gemm"))
+    rt = Runtime(training=True, train_gemm=bound)
     params = model.parameters()
     weight_names = sorted(model.weights())
     refs = list(model.param_refs())
@@ -132,6 +141,8 @@ def _fit(model, train, val, cfg, seed, ctx, grad_hook, prefix, first_epoch, on_e
             xb, yb = x[idx], y[idx]
             if cfg.shift:
                 xb = random_shift(xb, rng, cfg.shift)
+            if bound is not None:
+                bound.step = (first_epoch + epoch) * steps_per_epoch + step
             logits = model.forward(xb, rt)
             loss, dlogits = softmax_cross_entropy(logits, yb)
             model.backward(dlogits)

@@ -61,9 +61,11 @@ __all__ = [
 #: (a=dY, b=W.T, gives dX) and ``grad_weight`` (a=X.T, b=dY, gives dW).
 ROLES = ("inference", "forward", "grad_input", "grad_weight")
 
-#: Epilogues a backend may see: ``relu`` means a ReLU is applied to the result
-#: right after the GEMM, so a backend may stop converting an output early once
-#: it knows the output is negative (any value <= 0 gives the same result).
+#: Epilogues a backend may see. ``relu``: the caller computes
+#: ``relu(result + call.epilogue_offset)`` right after the GEMM (the offset is the
+#: layer's bias in the result's units, broadcastable to ``(M, N)``; None means 0),
+#: so a backend may stop converting an output early once it knows that sum is
+#: <= 0, and return any value that keeps it <= 0.
 EPILOGUES = (None, "relu")
 
 
@@ -84,8 +86,11 @@ class GemmCall:
     ``a_bits``/``b_bits`` are the operands' bit widths when they are integer
     codes, 0 for floats. ``weight_stationary`` is True when ``b`` is a layer's
     stored weight (the same tensor on every call for this op), False for
-    activation-by-activation products and for synthetic operands. ``seed`` is
-    filled in by the harness from the run's seed and ``op``. ``prepared`` is what
+    activation-by-activation products and for synthetic operands. ``epilogue``
+    and ``epilogue_offset``: see :data:`EPILOGUES`. ``seed`` is filled in by the
+    harness: in inference from the run's seed and ``op``; in training from the
+    training seed, ``op`` and the step, shared by the three roles of one step (a
+    GEMM can redraw the rows its forward pass kept). ``prepared`` is what
     the backend's ``prepare_weight`` returned for this ``b`` (None otherwise).
     """
 
@@ -96,6 +101,7 @@ class GemmCall:
     b_bits: int = 0
     epilogue: Optional[str] = None
     seed: Optional[int] = None
+    epilogue_offset: Any = dataclasses.field(default=None, compare=False, repr=False)
     prepared: Any = dataclasses.field(default=None, compare=False, repr=False)
 
     def __post_init__(self) -> None:

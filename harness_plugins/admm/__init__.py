@@ -166,16 +166,20 @@ _PRUNING = {"method": "progressive_admm", "quant_bits": 0, "projection": "irregu
 #: The headline figures. The paper's LeNet-5 ran on all 60k MNIST images (ours:
 #: the 5,000-digit subset), so the workload strings name the paper's settings and
 #: the runner's comparison reports the difference instead of equating them.
+#: Judged on sweeps (harness.claims): a ratio claim is the best *measured* ratio among
+#: runs whose accuracy drop meets the paper's bound, not a run's configured target;
+#: 1x is no effect. The tolerances are our judging choice, not the paper's.
+_RATIO = dict(direction="higher", baseline=1.0, tolerance=0.05)
 CLAIMS = (
     Claim("technique/compression_ratio", 246.0, "x", "LeNet-5 irregular pruning, no accuracy loss",
-          workload="lenet5_mnist60k", when=_PRUNING),
+          workload="lenet5_mnist60k", when=_PRUNING, at={"technique/accuracy_drop": "<= 0"}, **_RATIO),
     Claim("technique/compression_ratio", 36.0, "x", "AlexNet irregular pruning, no top-5 loss",
-          workload="alexnet_imagenet", when=_PRUNING),
+          workload="alexnet_imagenet", when=_PRUNING, at={"technique/accuracy_drop": "<= 0"}, **_RATIO),
     Claim("technique/compression_ratio", 8.0, "x", "ResNet-50 irregular pruning, almost no loss",
-          workload="resnet50_imagenet", when=_PRUNING),
+          workload="resnet50_imagenet", when=_PRUNING, **_RATIO),
     Claim("technique/accuracy_drop", 0.0, "points", "fully binarized LeNet-5 (all layers 1-bit), lossless",
-          workload="lenet5_mnist60k", when={"quant_bits": 1},
-          note="accuracy_drop = 100 * (dense - final) test accuracy, in points"),
+          workload="lenet5_mnist60k", when={"quant_bits": 1}, direction="lower", abs_tolerance=0.5,
+          note="accuracy_drop = 100 * (dense - final) test accuracy, in points; within 0.5 points counts as lossless"),
 )
 
 
@@ -197,4 +201,5 @@ def harness_techniques():
         smoke={"ratio": 4.0, "stages": 2, "admm_updates": 1, "retrain_epochs": 1, "quant_bits": 4,
                "quant_updates": 1, "quant_retrain_epochs": 1},
         smoke_workload="digits_mlp",
+        needs={"subject:model"},
     )

@@ -297,6 +297,9 @@ class AdmmTechnique:
             q, alpha = project_quant(eff, bits[n], support[n], per_channel=per_channel)
             w[...] = q
             self.alphas[n] = alpha
+            # Evaluation and the op trace run this layer at its bits, on exactly these codes.
+            subject.set_precision(n, weight_bits=bits[n], weight_granularity="channel" if per_channel else "tensor",
+                                  weight_scale=alpha)
         if cfg.quant_retrain_epochs:
             self._retrain_pinned(subject, ctx, cfg.quant_retrain_epochs)
         if subject.recalibrate_batchnorm() and ctx is not None:

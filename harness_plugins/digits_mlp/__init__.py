@@ -69,4 +69,5 @@ def harness_workloads():
         config=DigitsMlpConfig,
         factory=DigitsMlp,
         smoke={"epochs": 2},
+        provides={"subject:model", "weight_values", "training_gemms"},
     )

@@ -22,6 +22,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from harness import hookimpl
+from harness.numerics.backend import GemmCall, bind
 from harness.optrace import Op, OpTrace
 from harness.specs import WorkloadSpec
 
@@ -48,6 +49,11 @@ class DotProductSet:
     a: np.ndarray
     b: np.ndarray
     bits: int
+
+    @property
+    def operands(self) -> dict[str, tuple[np.ndarray, np.ndarray]]:
+        """The GEMM by op name, as ``subject:gemms`` promises (harness.subjects.GemmsSubject)."""
+        return {"dot_products": (self.a, self.b)}
 
 
 def _draw(rng: np.random.Generator, kind: str, shape: tuple[int, ...], bits: int) -> np.ndarray:
@@ -99,7 +105,8 @@ class DotProducts:
 
     def evaluate(self, subject: DotProductSet, backend, ctx) -> dict[str, float]:
         exact = subject.a.astype(np.float64) @ subject.b.astype(np.float64)
-        got = np.asarray(backend.matmul(subject.a, subject.b), dtype=np.float64)
+        call = GemmCall(op="dot_products", weight_stationary=True, a_bits=subject.bits, b_bits=subject.bits)
+        got = np.asarray(bind(backend).matmul(subject.a, subject.b, call), dtype=np.float64)
         if got.shape != exact.shape:
             raise ValueError(f"backend {backend.name!r} returned shape {got.shape}, expected {exact.shape}")
         err = (got - exact) / self.full_scale(subject)
@@ -150,4 +157,5 @@ def harness_workloads():
         config=DotProductsConfig,
         factory=DotProducts,
         smoke={"count": 64, "columns": 8},
+        provides={"subject:gemms"},
     )

@@ -51,6 +51,12 @@ samples in which an OR tree outputs 1; at the calibration point it is
 :data:`NOMINAL_ACTIVITY` (uniform 8-bit operands fill about a quarter of the
 unit square).
 
+**Operand bit widths** [inferred]. The macro is built for 8-bit operands. An op
+that runs at fewer bits (a technique's per-layer precision, reported in the op
+trace) compares fewer magnitude bits per cell and per input comparator, consumes
+fewer PRNG bit planes and stores fewer bits per cell (``MacroParams.for_op``);
+the stream length and the cycle count do not change. Area is the 8-bit macro's.
+
 **Zero skipping.** Cycles are never saved: the stream length is fixed, and a
 zero operand only makes its row's region empty. What zeros do save is switching
 activity in the OR trees and counters, and only with the sign-split encoding,
@@ -80,7 +86,7 @@ point. Resulting factors: see ``calibration()`` (printed in the plugin README).
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from functools import lru_cache
 
 from harness.optrace import OpTrace
@@ -145,10 +151,43 @@ class MacroParams:
     clock_mhz: float
     remap: str = "none"  # "none" or "pow2"
     partition: str = "slot"  # "slot" or "weight"
+    #: Bit widths of the operands of the op being charged (the macro stores and
+    #: compares 8-bit operands; an op a technique quantized lower uses fewer
+    #: comparator, PRNG and SRAM bits, see :meth:`for_op`).
+    weight_bits: int = WEIGHT_BITS
+    input_bits: int = WEIGHT_BITS
+
+    def for_op(self, op) -> "MacroParams":
+        """These params at ``op``'s bit widths, capped at the macro's 8 bits [inferred].
+
+        A float op (32 bits) is quantized to int8 by the numerics, so it costs 8 bits.
+        Fewer bits shrink the magnitude comparisons (cells and input comparators),
+        the PRNG bit planes they consume and the stored bits per cell; the stream
+        length, and so the cycle count, stays the same.
+        """
+        w = min(int(op.weight_bits), WEIGHT_BITS)
+        x = min(int(op.input_bits), WEIGHT_BITS)
+        if (w, x) == (self.weight_bits, self.input_bits):
+            return self
+        return replace(self, weight_bits=w, input_bits=x)
+
+    def _magnitude_bits(self, bits: int) -> int:
+        # Sign-split spends one bit on the sign; offset-binary compares all of them.
+        return max(1, bits - 1) if self.encoding == "sign_split" else bits
+
+    @property
+    def nominal_bits(self) -> int:
+        """Comparator width of an 8-bit operand: 7 (sign-split) or 8 (offset-binary)."""
+        return 7 if self.encoding == "sign_split" else 8
 
     @property
     def bits(self) -> int:
-        return 7 if self.encoding == "sign_split" else 8
+        """Input comparator width at ``input_bits``."""
+        return self._magnitude_bits(self.input_bits)
+
+    @property
+    def weight_magnitude_bits(self) -> int:
+        return self._magnitude_bits(self.weight_bits)
 
     @property
     def trees(self) -> int:
@@ -158,13 +197,13 @@ class MacroParams:
     def slice_bits(self) -> int:
         """Width of the per-cell weight comparison: ``bits``, or ``log2(G)+bits`` for ``partition=weight``."""
         if self.partition == "weight":
-            return int(math.log2(self.or_group)) + self.bits
-        return self.bits
+            return int(math.log2(self.or_group)) + self.weight_magnitude_bits
+        return self.weight_magnitude_bits
 
     @property
     def cell_bits(self) -> int:
         """SRAM bits per cell: the 8-bit weight, or sign + slice bound for ``partition=weight``."""
-        return 1 + self.slice_bits if self.partition == "weight" else WEIGHT_BITS
+        return 1 + self.slice_bits if self.partition == "weight" else self.weight_bits
 
     @property
     def rescales(self) -> bool:
@@ -177,7 +216,7 @@ class MacroParams:
     @property
     def planes(self) -> int:
         slot_bits = int(math.log2(self.or_group)) if self.scheme == "exclusive" else 0
-        return slot_bits + 2 * self.bits
+        return slot_bits + self.bits + self.weight_magnitude_bits
 
     @property
     def prng_streams(self) -> int:
@@ -197,8 +236,8 @@ def mvm_actions(p: MacroParams, activity: float) -> dict[str, float]:
     or_units = p.groups * p.columns
     actions = {
         "prng_bit": L * p.planes * p.prng_streams,
-        "sng_compare": L * p.rows,
-        "cell_and": L * cells * p.slice_bits / p.bits,
+        "sng_compare": L * p.rows * p.bits / p.nominal_bits,
+        "cell_and": L * cells * p.slice_bits / p.nominal_bits,
         "or_tree": L * or_units * p.trees,
         "counter_increment": L * or_units * activity,
         "sram_read_bit": cells * p.cell_bits,
@@ -217,7 +256,7 @@ def _replica_area(p: MacroParams) -> float:
     return (
         AREA_UM2["prng_bit"] * p.planes * p.prng_streams
         + AREA_UM2["sng_compare"] * p.rows
-        + AREA_UM2["cell_and"] * p.rows * p.columns * p.slice_bits / p.bits
+        + AREA_UM2["cell_and"] * p.rows * p.columns * p.slice_bits / p.nominal_bits
         + AREA_UM2["or_tree"] * p.groups * p.columns * p.trees
     )
 
@@ -297,10 +336,11 @@ def cost_of_trace(p: MacroParams, trace: OpTrace) -> dict[str, float]:
             continue
         tiles = math.ceil(op.k / p.rows) * math.ceil(op.n / p.columns)
         mvms = op.count * op.m * tiles
+        q = p.for_op(op)
         density = op.input_density * op.weight_density if p.encoding == "sign_split" else 1.0
-        energy_fj += mvms * _energy_fj(mvm_actions(p, NOMINAL_ACTIVITY * density))
+        energy_fj += mvms * _energy_fj(mvm_actions(q, NOMINAL_ACTIVITY * density))
         # Weights are written once per tile per op instance, one SRAM row per cycle.
-        energy_fj += op.count * tiles * p.rows * p.columns * p.cell_bits * ENERGY_FJ["sram_write_bit"]
+        energy_fj += op.count * tiles * q.rows * q.columns * q.cell_bits * ENERGY_FJ["sram_write_bit"]
         cycles += mvms * p.cycles_per_mvm + op.count * tiles * p.rows
         macs += op.macs
     energy_j = energy_fj * cal.energy_scale * 1e-15

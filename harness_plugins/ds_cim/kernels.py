@@ -39,7 +39,7 @@ remapping"]:
 * ``REMAP_POW2`` (1): per OR group, every operand is shifted left by the
   leading-zero count of the group's largest magnitude (the largest ``s`` with
   ``max << s <= 2**bits``; 0 for an all-zero group): weights per (group, column),
-  computed once per call (offline in hardware), inputs per (input vector, group)
+  computed once per weight tensor (:func:`weight_tables`, offline as in hardware), inputs per (input vector, group)
   (online). Each group then uses the full unipolar range, so its rows fire up to
   ``2**(sx + sw)`` times as often. Shifting integers is exact, so the estimate
   stays unbiased once the group's count is scaled back by ``2**-(sx + sw)``. The
@@ -189,7 +189,6 @@ def pow2_shift(mx, bits):
     return s
 
 
-@njit(cache=True, parallel=True)
 def mvm_counts(xmag, xneg, wmag, wneg, key, scheme, length, bits, group, groups_per_stream, remap=0, partition=0):
     """Counter values of the stochastic MVM ``(M, K) x (K, N)``: int64 ``(M, N, 2)``.
 
@@ -201,33 +200,29 @@ def mvm_counts(xmag, xneg, wmag, wneg, key, scheme, length, bits, group, groups_
     weighted by ``2**(log2(G) + 2 bits - sx - sw)`` (module docstring), so
     ``counts / L`` is the estimate of the integer product.
     """
-    m_count, k_count = xmag.shape
+    tables = weight_tables(wmag, scheme, bits, group, remap, partition)
+    return mvm_counts_prepared(xmag, xneg, wneg, tables, key, scheme, length, bits, group, groups_per_stream,
+                               remap, partition)
+
+
+@njit(cache=True)
+def weight_tables(wmag, scheme, bits, group, remap=0, partition=0):
+    """The weight side of the MVM, offline: ``(wshift, wm, lo, hi)``.
+
+    Per (group, column) the pow2 shift, the shifted magnitudes (slot partition) or
+    each row's slice ``[lo, hi)`` of the slice axis (weight partition). It depends
+    only on the stationary weights, so the backend computes it once per weight
+    tensor (``prepare_weight``) and every call reuses it.
+    """
+    k_count = wmag.shape[0]
     n_count = wmag.shape[1]
-    key = np.uint64(key)
-    n_words = (length + 63) // 64
-    tail = length - 64 * (n_words - 1)
-    tail_mask = ALL_ONES if tail == 64 else (np.uint64(1) << np.uint64(tail)) - np.uint64(1)
     lg = 0
     if scheme == EXCLUSIVE:
         while (1 << lg) < group:
             lg += 1
     by_weight = scheme == EXCLUSIVE and partition == PARTITION_WEIGHT
-    weighted = remap == REMAP_POW2 or by_weight
-    top = np.int64(lg + 2 * bits)  # weighted counts are in units of 2**-top
-    n_planes = lg + 2 * bits
-    s_bits = lg + bits  # PARTITION_WEIGHT: the point's slice coordinate
+    s_bits = lg + bits
     n_groups = (k_count + group - 1) // group
-    if scheme == INDEPENDENT:
-        n_streams = k_count
-    else:
-        n_streams = (n_groups + groups_per_stream - 1) // groups_per_stream
-    # Cells sharing one stream's point per word: the rows of its groups times the columns.
-    rows_per_stream = 1 if scheme == INDEPENDENT else group * groups_per_stream
-    n_thresholds = (1 << bits) + 1
-    use_table = (not by_weight) and rows_per_stream * n_count > n_thresholds
-    counts = np.zeros((m_count, n_count, 2), dtype=np.int64)
-    # Weight side (offline): per (group, column) shift, and the shifted magnitudes
-    # (slot partition) or the row's slice [lo, hi) of the slice axis (weight partition).
     wshift = np.zeros((n_groups, n_count), dtype=np.int64)
     wm = wmag.copy()
     lo = np.zeros((k_count, n_count), dtype=np.int64)
@@ -255,6 +250,39 @@ def mvm_counts(xmag, xneg, wmag, wneg, key, scheme, length, bits, group, groups_
                 wshift[g, j] = sh
                 for i in range(r0, r1):
                     wm[i, j] = np.int64(wmag[i, j]) << sh
+    return wshift, wm, lo, hi
+
+
+@njit(cache=True, parallel=True)
+def mvm_counts_prepared(xmag, xneg, wneg, tables, key, scheme, length, bits, group, groups_per_stream,
+                        remap=0, partition=0):
+    """:func:`mvm_counts` with the weight side precomputed by :func:`weight_tables`."""
+    wshift, wm, lo, hi = tables
+    m_count, k_count = xmag.shape
+    n_count = wm.shape[1]
+    key = np.uint64(key)
+    n_words = (length + 63) // 64
+    tail = length - 64 * (n_words - 1)
+    tail_mask = ALL_ONES if tail == 64 else (np.uint64(1) << np.uint64(tail)) - np.uint64(1)
+    lg = 0
+    if scheme == EXCLUSIVE:
+        while (1 << lg) < group:
+            lg += 1
+    by_weight = scheme == EXCLUSIVE and partition == PARTITION_WEIGHT
+    weighted = remap == REMAP_POW2 or by_weight
+    top = np.int64(lg + 2 * bits)  # weighted counts are in units of 2**-top
+    n_planes = lg + 2 * bits
+    s_bits = lg + bits  # PARTITION_WEIGHT: the point's slice coordinate
+    n_groups = (k_count + group - 1) // group
+    if scheme == INDEPENDENT:
+        n_streams = k_count
+    else:
+        n_streams = (n_groups + groups_per_stream - 1) // groups_per_stream
+    # Cells sharing one stream's point per word: the rows of its groups times the columns.
+    rows_per_stream = 1 if scheme == INDEPENDENT else group * groups_per_stream
+    n_thresholds = (1 << bits) + 1
+    use_table = (not by_weight) and rows_per_stream * n_count > n_thresholds
+    counts = np.zeros((m_count, n_count, 2), dtype=np.int64)
     for m in prange(m_count):
         # Input remapping (online): per (input vector, group) shift.
         xrow = np.empty(k_count, dtype=np.int64)

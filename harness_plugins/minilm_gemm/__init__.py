@@ -162,10 +162,10 @@ def encode(subject: MinilmSubject, ids: np.ndarray, rt: Runtime, capture: dict |
         k = gemm(f"layer{i}.k", x, p + "attention.self.key")
         v = gemm(f"layer{i}.v", x, p + "attention.self.value")
         q, k, v = (m.reshape(t, heads, dh).transpose(1, 0, 2) for m in (q, k, v))
-        s = act_matmul(q, k.transpose(0, 2, 1), rt) / np.float32(math.sqrt(dh))
+        s = act_matmul(q, k.transpose(0, 2, 1), rt, op=f"layer{i}.qk") / np.float32(math.sqrt(dh))
         s = np.exp(s - s.max(-1, keepdims=True))
         a = (s / s.sum(-1, keepdims=True)).astype(np.float32)
-        o = act_matmul(a, v, rt).transpose(1, 0, 2).reshape(t, heads * dh)
+        o = act_matmul(a, v, rt, op=f"layer{i}.av").transpose(1, 0, 2).reshape(t, heads * dh)
         if rt.recorder is not None:
             rt.recorder.record(f"layer{i}.qk", t, dh, t, heads, False, 1.0, 1.0, rt.quant_bits)
             rt.recorder.record(f"layer{i}.av", t, t, dh, heads, False, 1.0, 1.0, rt.quant_bits)
@@ -255,4 +255,5 @@ def harness_workloads():
         config=MinilmGemmConfig,
         factory=MinilmGemm,
         smoke={"sentences": 2, "layers": 1, "max_tokens": 16},
+        provides={"subject:gemms"},
     )

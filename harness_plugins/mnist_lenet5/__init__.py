@@ -65,4 +65,5 @@ def harness_workloads():
         config=MnistLenet5Config,
         factory=MnistLenet5,
         smoke={"epochs": 2, "train_samples": 1000},
+        provides={"subject:model", "weight_values", "training_gemms"},
     )

@@ -40,10 +40,21 @@ def to_bfloat16(x: np.ndarray) -> np.ndarray:
 
 
 class Bf16Numerics:
+    """bfloat16 operands, float32 accumulation (contract v2: ``matmul(a, b, call)``).
+
+    Rounding a stationary weight to bfloat16 is offline work: ``prepare_weight``
+    does it once per weight tensor, and the harness hands the result back as
+    ``call.prepared`` on every call with that weight.
+    """
+
     name = "bf16"
 
-    def matmul(self, a: np.ndarray, b: np.ndarray) -> np.ndarray:
-        out = to_bfloat16(a.astype(np.float32)) @ to_bfloat16(b.astype(np.float32))
+    def prepare_weight(self, b: np.ndarray, call) -> np.ndarray:
+        return to_bfloat16(b.astype(np.float32))
+
+    def matmul(self, a: np.ndarray, b: np.ndarray, call=None) -> np.ndarray:
+        wb = call.prepared if call is not None and call.prepared is not None else to_bfloat16(b.astype(np.float32))
+        out = to_bfloat16(a.astype(np.float32)) @ wb
         if np.issubdtype(a.dtype, np.integer) and np.issubdtype(b.dtype, np.integer):
             return out.astype(np.float64)
         return out
@@ -64,6 +75,8 @@ class Bf16Accelerator:
             "energy_uj": macs * c.energy_per_mac_pj * 1e-6,
             "energy_per_mac_pj": c.energy_per_mac_pj,
             "latency_us": cycles / c.clock_mhz,
+            # Weights and inputs move as bfloat16, 2 bytes each, whatever width the trace states.
+            "operand_bytes": float(sum(2 * (op.weights + op.m * op.k * op.count) for op in trace)),
         }
 
 
