@@ -8,8 +8,9 @@ driver: the worker returns the record, the driver writes it.
 A failure in any plugin is caught here and turned into a FAILED record carrying
 the traceback (as ``traceback.txt``), so a sweep keeps what the failing run had
 already measured and says exactly where it broke. A composition that cannot run at
-all (a broken plugin chosen, or one plugin needing a capability the others do not
-provide) raises from :func:`experiment_identity` before any record exists.
+all (a broken plugin chosen, one plugin needing a capability the others do not
+provide, or a config value outside what its field declares valid) raises from
+:func:`experiment_identity` before any record exists.
 """
 
 from __future__ import annotations
@@ -33,6 +34,8 @@ from harness.numerics.backend import EXACT, bind
 from harness.plots import curves_png
 from harness.record import FAILED, FINISHED, Record
 from harness.specs import KINDS, CapabilityError
+from harness.validation import ConfigError, valid, validate_config, value_problems
+from harness.technique_cache import cached_apply, source_digest, technique_key
 
 __all__ = [
     "ExperimentFailed",
@@ -70,10 +73,19 @@ def git_state(path: Path | None = None) -> tuple[str, str]:
 
 
 def _build_config(spec, values: Mapping[str, Any]) -> Any:
+    """The plugin's config instance from ``values``, checked against the valid values its
+    fields declare (:func:`harness.validation.validate_config`); raises ConfigError."""
     try:
-        return spec.config(**dict(values))
+        instance = spec.config(**dict(values))
     except TypeError as exc:
-        raise ValueError(f"{spec.kind} {spec.name!r}: bad config {dict(values)!r}: {exc}") from None
+        raise ConfigError(f"{spec.kind} {spec.name!r}: bad config {dict(values)!r}: {exc}") from None
+    validate_config(instance, spec.kind, spec.name)
+    return instance
+
+
+#: The run seed's valid values: derive_seed folds seeds modulo 2**63, so a larger one
+#: would silently repeat a smaller one's randomness.
+SEED_RULE = valid(ge=0, le=2**63 - 1, why="seeds are folded to 63 bits")["valid"]
 
 
 def compare_claims(infos, configs: Mapping[str, Any], workload: str, metrics: Mapping[str, float]) -> list[dict]:
@@ -175,12 +187,21 @@ def experiment_identity(
     It is also where a composition is refused before anything runs:
     :class:`~harness.host.PluginError` for a broken plugin,
     :class:`~harness.specs.CapabilityError` for plugins that cannot work together
-    (:func:`check_capabilities`).
+    (:func:`check_capabilities`), :class:`~harness.validation.ConfigError` listing
+    every invalid value of the seed and the three plugin configs.
     """
     host = host or get_host()
     infos = [host.info(kind, choices[kind]) for kind in KINDS]
     check_capabilities(infos, host)
-    configs = {info.kind: _build_config(info.spec, plugin_values.get(info.kind, {})) for info in infos}
+    problems = value_problems("seed", seed, SEED_RULE, int)
+    configs = {}
+    for info in infos:  # every invalid value of every plugin, in one error
+        try:
+            configs[info.kind] = _build_config(info.spec, plugin_values.get(info.kind, {}))
+        except ConfigError as exc:
+            problems.extend(exc.problems)
+    if problems:
+        raise ConfigError(problems)
     params = {kind: plugin_params(configs[kind]) for kind in KINDS}
     return infos, configs, params, config_hash(choices, params, seed)
 
@@ -192,11 +213,15 @@ def run_experiment(
     cache_dir: str | os.PathLike = ".harness_cache",
     resolved_config_yaml: str | None = None,
     host: Host | None = None,
+    technique_cache: bool = True,
 ) -> Record:
     """Run workload x technique x accelerator and return the record.
 
     ``choices`` maps each kind to a plugin name; ``plugin_values`` maps each kind
     to that plugin's config values (a mapping the config dataclass accepts).
+    With ``technique_cache`` a technique whose spec allows it (``cache_result``)
+    computes its result once per workload, technique, configs, seed and code, and
+    every accelerator reuses it (:mod:`harness.technique_cache`).
     """
     record = Record(start_ms=int(time.time() * 1000))
     infos, configs, params, chash = experiment_identity(choices, plugin_values, seed, host)
@@ -238,7 +263,13 @@ def run_experiment(
         stage = f"workload {choices['workload']!r} build"
         subject = workload.build(ctx)
         stage = f"technique {choices['technique']!r} apply"
-        subject = technique.apply(subject, workload, ctx)
+        if technique_cache and getattr(infos[1].spec, "cache_result", False):
+            code = {info.kind: source_digest(info.spec.factory) for info in infos[:2]}
+            key = technique_key(choices, params, seed, code)
+            base = subject
+            subject, _ = cached_apply(cache_dir, key, record, lambda: technique.apply(base, workload, ctx))
+        else:
+            subject = technique.apply(subject, workload, ctx)
 
         numerics = getattr(accelerator, "numerics", None)
         simulated = numerics is not None and numerics is not EXACT

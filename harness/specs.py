@@ -193,11 +193,16 @@ class TechniqueSpec(PluginSpec):
 
     ``smoke_workload`` names a workload the technique applies to (it must provide
     what the technique ``needs``); the conformance kit composes the two to check
-    the technique end to end.
+    the technique end to end. ``cache_result``: the technique's result (the
+    subject it returns, which must pickle, and what it logged) depends only on
+    the workload, the configs, the seed and the code, so the runner computes it
+    once and every accelerator reuses it; set False for a technique with nothing
+    worth caching (``none``).
     """
 
     kind: ClassVar[str] = "technique"
     smoke_workload: str = "dot_products"
+    cache_result: bool = True
 
 
 @dataclass(frozen=True)
@@ -230,6 +235,9 @@ def validate_spec(spec: Any) -> None:
             unknown = set(spec.smoke) - names
             if unknown:
                 problems.append(f"smoke overrides {sorted(unknown)} are not fields of {spec.config.__name__}")
+            from harness.validation import metadata_problems  # declared valid values must be well-formed
+
+            problems.extend(f"valid(...) metadata: {p}" for p in metadata_problems(spec.config))
     if not callable(spec.factory):
         problems.append("factory must be callable")
     if spec.paper is not None and not isinstance(spec.paper, PaperRef):

@@ -21,6 +21,7 @@ def write_ds_cim_sweep(root: Path, experiment: str = "ds_cim_accuracy", failed: 
     from harness.tracking import MlflowTracker
 
     uri = f"sqlite:///{root / 'mlflow.db'}"
+    _experiment_in(root, uri, experiment)
     tracker = MlflowTracker(uri, experiment)
     parent = tracker.create_run("sweep-01234567", tags={
         "harness.sweep_id": SWEEP_ID, "harness.sweep_parent": "true",
@@ -44,3 +45,12 @@ def write_ds_cim_sweep(root: Path, experiment: str = "ds_cim_accuracy", failed: 
         tracker.write(r, f"{variant}-L{length}", parent_run_id=parent)
     tracker.client.set_terminated(parent, "FINISHED")
     return uri, parent
+
+
+def _experiment_in(root: Path, uri: str, name: str) -> None:
+    """Create ``name`` with its artifacts under ``root`` (MLflow's default is ./mlruns of the cwd)."""
+    from mlflow.tracking import MlflowClient
+
+    client = MlflowClient(uri)
+    if client.get_experiment_by_name(name) is None:
+        client.create_experiment(name, artifact_location=(root / "artifacts").as_uri())

@@ -152,7 +152,10 @@ def test_a_sweep_is_its_parents_children_plus_the_jobs_it_skipped(tmp_path):
     from harness.tracking import MlflowTracker
     from harness.tracking_read import StoreReader
 
+    from dashboard_store import _experiment_in
+
     uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    _experiment_in(tmp_path, uri, "e")
     tracker = MlflowTracker(uri, "e")
     tags = {"harness.sweep_id": "5eed", "harness.sweep_parent": "true"}
     first = tracker.create_run("sweep-old", tags=tags, start_ms=1_000)
@@ -178,3 +181,32 @@ def test_a_sweep_is_its_parents_children_plus_the_jobs_it_skipped(tmp_path):
     assert names(select_runs(reader, spec, sweep="all")[0]) == ["new", "old", "skipped"]  # parents left out
     with pytest.raises(LookupError, match="no sweep 'beef'"):
         select_runs(reader, spec, sweep="beef")
+
+
+def test_curves_facets_categories_and_sorted_tables(tmp_path, monkeypatch):
+    from harness.dashboard import render_dashboard
+
+    monkeypatch.chdir(tmp_path)
+    uri, _ = write_ds_cim_sweep(tmp_path, failed=False)
+    spec = tmp_path / "mine.yaml"
+    spec.write_text(yaml.safe_dump({
+        "title": "Mine",
+        "select": {"experiment": "ds_cim_accuracy", "where": {"accelerator.stream_length": ">= 128"}},
+        "panels": [
+            {"kind": "curves", "metric": "train/loss", "color": "accelerator.variant"},
+            {"kind": "scatter", "x": "accelerator/energy_uj", "y": "eval/accuracy", "facet": "accelerator.variant",
+             "pareto": True},
+            {"kind": "line", "x": "accelerator.variant", "y": "eval/accuracy", "claims": False},
+            {"kind": "table", "columns": ["accelerator.variant", "accelerator.stream_length", "eval/accuracy"],
+             "sort": "-eval/accuracy", "limit": 3},
+        ],
+    }))
+    result = render_dashboard(str(spec), uri, log_to_parent=False, progress=False)
+    curves, scatter, line, table = result.html.split('<section class="panel"')[1:]
+    assert curves.count('class="series-line"') == 4 and curves.count('<circle class="pt') == 4 * 5  # L>=128: 4 runs x 5 epochs
+    assert scatter.count('<div class="figure">') == 2 and "accelerator.variant=ds_cim2" in scatter
+    assert scatter.count('class="pareto"') == 2  # one front per facet
+    assert ">ds_cim1</text>" in line and ">ds_cim2</text>" in line  # a text param is a categorical axis
+    assert re.findall(r"<td>(0\.\d+)</td></tr>", table) == ["0.976", "0.962", "0.11"]
+    assert "showing 3 of 4 runs (limit)" in table
+    assert len(result.pngs) == 4

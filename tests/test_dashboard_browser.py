@@ -42,9 +42,13 @@ def browser(tmp_path):
         if os.environ.get("CI"):
             pytest.fail(message + " (CI must run the browser test)")
         pytest.skip(message)
-    webdriver = pytest.importorskip("selenium.webdriver") if not os.environ.get("CI") else __import__(
-        "selenium.webdriver", fromlist=["webdriver"])
-    from selenium.webdriver.chrome.service import Service
+    try:
+        from selenium import webdriver
+        from selenium.webdriver.chrome.service import Service
+    except ImportError:
+        if os.environ.get("CI"):
+            pytest.fail("selenium missing: install the test extra (pip install -e '.[test]')")
+        pytest.skip("selenium missing: install the test extra (pip install -e '.[test]')")
 
     os.environ.setdefault("SE_OFFLINE", "true")  # never let Selenium Manager look for a driver online
     options = webdriver.ChromeOptions()

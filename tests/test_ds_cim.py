@@ -148,7 +148,7 @@ def test_bad_config_names_value_and_valid_choices(field, value, needle):
 
 
 def test_weight_partition_needs_the_exclusive_scheme():
-    with pytest.raises(ValueError, match="partition='weight' needs scheme='exclusive'"):
+    with pytest.raises(ValueError, match="accelerator.partition='weight': needs scheme='exclusive'"):
         DsCimAccelerator(DsCimConfig(scheme="nested", partition="weight"))
     # Left to the preset, a naive scheme gets the only partition it has (slots are not used).
     assert DsCimAccelerator(DsCimConfig(scheme="nested")).resolved.partition == "slot"

@@ -11,8 +11,9 @@ import pytest
 from conftest import mlflow_runs, run_harness
 from harness.api import RunContext
 from harness.host import PluginInfo
-from harness.runner import compare_claims, run_experiment
+from harness.runner import compare_claims, experiment_identity, run_experiment
 from harness.specs import AcceleratorSpec, Claim, PaperRef
+from harness.validation import ConfigError
 
 CHOICES = {"workload": "dot_products", "technique": "none", "accelerator": "exact"}
 
@@ -49,11 +50,30 @@ def test_record_carries_params_tags_and_artifacts():
     assert record.metrics["numerics/rmse"] == record.metrics["numerics/rmse_exact"] == 0.0
 
 
-def test_bad_plugin_config_value_fails_the_run_with_the_reason():
-    record = _run(distribution="bogus")
-    assert record.status == "FAILED"
-    assert "distribution='bogus'" in record.error and "uniform, gaussian, relu" in record.error
-    assert b"Traceback" in record.artifacts["traceback.txt"]
+def test_bad_plugin_config_value_is_refused_before_the_run_with_the_reason():
+    with pytest.raises(ConfigError) as caught:
+        _run(distribution="bogus")
+    message = str(caught.value)
+    assert message.startswith("workload 'dot_products': ")
+    assert "workload.distribution='bogus': valid are uniform, gaussian, relu" in message
+
+
+def test_every_bad_value_of_every_plugin_and_the_seed_is_listed_at_once():
+    values = {"workload": {"count": 0, "sparsity": float("nan")}, "technique": {},
+              "accelerator": {"stream_length": 10**12, "clock_mhz": float("inf")}}
+    with pytest.raises(ConfigError) as caught:
+        experiment_identity({**CHOICES, "accelerator": "ds_cim"}, values, seed=-1)
+    keys = [p.key for p in caught.value.problems]
+    assert keys == ["seed", "workload.count", "workload.sparsity", "accelerator.stream_length", "accelerator.clock_mhz"]
+    message = str(caught.value)
+    assert "seed=-1: valid is an integer >= 0" in message
+    assert "accelerator 'ds_cim': accelerator.stream_length=1000000000000: valid is an integer >= 1 and <= 65536" in message
+    assert "accelerator.clock_mhz=inf" in message and "\n" not in message
+
+
+def test_unknown_plugin_config_key_is_a_config_error():
+    with pytest.raises(ConfigError, match="workload 'dot_products': bad config .*bogus"):
+        experiment_identity(CHOICES, {"workload": {"bogus": 1}})
 
 
 @dataclass

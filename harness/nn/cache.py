@@ -2,24 +2,21 @@
 
 A cache entry is an ``.npz`` file under ``<cache_dir>/<namespace>/<key>.npz`` where
 ``key`` hashes everything that determines the trained weights (workload config
-without its evaluation-only fields, seed, the code's format version). The writer
-holds an exclusive ``fcntl`` lock on ``<key>.lock`` while it checks and trains, so
-two jobs asking for the same model train it once: the second waits, then loads.
-The file is written to a temporary name and moved into place with ``os.replace``,
-so a reader never sees half a file.
+without its evaluation-only fields, seed, the code's format version). Locking and
+atomic writes are :mod:`harness.cache`'s: two jobs asking for the same model train
+it once, and a reader never sees half a file.
 """
 
 from __future__ import annotations
 
-import fcntl
 import hashlib
 import json
 import os
-import tempfile
-from pathlib import Path
 from typing import Any, Callable
 
 import numpy as np
+
+from harness.cache import cached_entry
 
 __all__ = ["cache_key", "cached_state"]
 
@@ -40,27 +37,15 @@ def cached_state(cache_dir: str | os.PathLike, namespace: str, key: str,
 
     Returns ``(arrays, meta, hit)``. ``meta`` must be JSON-serializable.
     """
-    folder = Path(cache_dir) / namespace
-    folder.mkdir(parents=True, exist_ok=True)
-    path = folder / f"{key}.npz"
-    with open(folder / f"{key}.lock", "w") as lock:
-        fcntl.flock(lock, fcntl.LOCK_EX)
-        try:
-            if path.exists():
-                with np.load(path, allow_pickle=False) as data:
-                    arrays = {k: data[k] for k in data.files if k != "__meta__"}
-                    meta = json.loads(str(data["__meta__"]))
-                return arrays, meta, True
-            arrays, meta = produce()
-            fd, tmp = tempfile.mkstemp(dir=folder, prefix=f".{key}.", suffix=".npz")
-            try:
-                with os.fdopen(fd, "wb") as fh:
-                    np.savez(fh, __meta__=np.array(json.dumps(meta, default=str)), **arrays)
-                os.replace(tmp, path)
-            except BaseException:
-                if os.path.exists(tmp):
-                    os.unlink(tmp)
-                raise
-            return arrays, meta, False
-        finally:
-            fcntl.flock(lock, fcntl.LOCK_UN)
+
+    def load(path):
+        with np.load(path, allow_pickle=False) as data:
+            arrays = {k: data[k] for k in data.files if k != "__meta__"}
+            return arrays, json.loads(str(data["__meta__"]))
+
+    def save(value, fh):
+        arrays, meta = value
+        np.savez(fh, __meta__=np.array(json.dumps(meta, default=str)), **arrays)
+
+    (arrays, meta), hit = cached_entry(cache_dir, namespace, key, ".npz", load, produce, save)
+    return arrays, meta, hit

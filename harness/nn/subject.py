@@ -20,6 +20,7 @@ from harness.nn.runtime import Precision
 from harness.nn.train import GradHook, TrainConfig, accuracy, fit, log_epoch, predict
 from harness.numerics.backend import EXACT, MatmulBackend
 from harness.optrace import OpTrace
+from harness.validation import validate_config
 
 __all__ = ["ModelSubject", "ModelWorkload"]
 
@@ -165,9 +166,9 @@ class ModelWorkload:
         self.validate()
 
     def validate(self) -> None:
-        q = getattr(self.config, "quant_bits", 0)
-        if not (q == 0 or 2 <= q <= 16):
-            raise ValueError(f"{self.name}: quant_bits={q}: use 0 (float) or 2..16 (signed integer codes)")
+        """The valid values declared on the config's fields (checked on the driver already;
+        again here for direct use), then the derived training settings."""
+        validate_config(self.config, "workload", self.name)
         self.train_config().validate()
 
     def load_data(self, seed: int) -> Splits:  # pragma: no cover - abstract

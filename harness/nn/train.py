@@ -11,17 +11,18 @@ from __future__ import annotations
 
 import math
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from typing import Any, Callable
 
 import numpy as np
 
 from harness.nn.losses import softmax_cross_entropy
 from harness.nn.models import Model
-from harness.nn.optim import make_optimizer
+from harness.nn.optim import OPTIMIZERS, make_optimizer
 from harness.nn.runtime import Runtime, blas_threads
 from harness.nn.train_gemm import BoundTrainGemm
 from harness.numerics.backend import EXACT, MatmulBackend, derive_seed
+from harness.validation import valid, validate_config
 
 __all__ = ["GradHook", "TrainConfig", "accuracy", "fit", "predict", "random_shift"]
 
@@ -32,32 +33,50 @@ GradHook = Callable[[str, np.ndarray], "np.ndarray | None"]
 SCHEDULES = ("cosine", "constant")
 
 
+#: Ceilings of the training sizes: typo guards, not limits of the method (10,000
+#: epochs of the smallest workload take hours; a batch beyond 2**16 is the whole
+#: training set of every workload here); a shift beyond 14 moves a 28-pixel digit
+#: out of its frame.
+MAX_EPOCHS = 10_000
+MAX_BATCH_SIZE = 2**16
+MAX_SHIFT = 14
+
+#: Valid values of the training settings, as field metadata (:mod:`harness.validation`):
+#: the model workloads' configs use them on their own fields, so a bad ``workload.lr``
+#: is refused on the driver, before anything trains.
+VALID_EPOCHS = valid(ge=1, le=MAX_EPOCHS)
+VALID_BATCH_SIZE = valid(ge=1, le=MAX_BATCH_SIZE)
+VALID_LR = valid(gt=0)
+VALID_MOMENTUM = valid(ge=0, lt=1)
+VALID_WEIGHT_DECAY = valid(ge=0)
+VALID_OPTIMIZER = valid(one_of=OPTIMIZERS)
+VALID_WARMUP_EPOCHS = valid(ge=0, le=MAX_EPOCHS)
+VALID_SHIFT = valid(ge=0, le=MAX_SHIFT, why="pixels of random translation")
+#: 0 runs evaluation in float; 2..16 quantizes every GEMM's operands to integer codes.
+VALID_QUANT_BITS = valid(ge=2, le=16, also=(0,), why="0 = float, 2..16 = signed integer codes")
+#: A prefix of the (shuffled) training split; 0 keeps all of it.
+VALID_TRAIN_SAMPLES = valid(ge=0, why="0 = all")
+
+
 @dataclass
 class TrainConfig:
     """Hyper-parameters of one training run (see the workloads for operating points)."""
 
-    epochs: int = 10
-    batch_size: int = 64
-    optimizer: str = "sgd"
-    lr: float = 0.05
-    momentum: float = 0.9
-    weight_decay: float = 5e-4
-    schedule: str = "cosine"
-    warmup_epochs: float = 0.0
-    shift: int = 0
+    #: 0 is valid here (a technique's empty phase); workloads train at least one epoch.
+    epochs: int = field(default=10, metadata=valid(ge=0, le=MAX_EPOCHS))
+    batch_size: int = field(default=64, metadata=VALID_BATCH_SIZE)
+    optimizer: str = field(default="sgd", metadata=VALID_OPTIMIZER)
+    lr: float = field(default=0.05, metadata=VALID_LR)
+    momentum: float = field(default=0.9, metadata=VALID_MOMENTUM)
+    weight_decay: float = field(default=5e-4, metadata=VALID_WEIGHT_DECAY)
+    schedule: str = field(default="cosine", metadata=valid(one_of=SCHEDULES))
+    warmup_epochs: float = field(default=0.0, metadata=VALID_WARMUP_EPOCHS)
+    shift: int = field(default=0, metadata=VALID_SHIFT)
 
     def validate(self) -> None:
-        problems = []
-        if self.epochs < 0 or self.batch_size < 1:
-            problems.append(f"epochs={self.epochs}, batch_size={self.batch_size}: need epochs >= 0, batch_size >= 1")
-        if self.schedule not in SCHEDULES:
-            problems.append(f"schedule={self.schedule!r}: valid are {', '.join(SCHEDULES)}")
-        if self.optimizer not in ("sgd", "adam"):
-            problems.append(f"optimizer={self.optimizer!r}: valid are sgd, adam")
-        if self.lr <= 0:
-            problems.append(f"lr={self.lr}: must be > 0")
-        if problems:
-            raise ValueError("train config: " + "; ".join(problems))
+        """Raise ConfigError (a ValueError) naming every invalid setting; techniques
+        derive settings (``lr * lr_scale``), so this guards what the driver did not see."""
+        validate_config(self, name="train config")
 
 
 def random_shift(x: np.ndarray, rng: np.random.Generator, max_shift: int) -> np.ndarray:

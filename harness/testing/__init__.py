@@ -14,8 +14,10 @@ What is checked, per kind (each failure is an ``AssertionError`` saying what is
 wrong and what the contract wants):
 
 * every spec: it validates (:func:`harness.specs.validate_spec`); its config
-  builds from defaults and with its ``smoke`` overrides; its factory accepts the
-  config; claims name metrics with a stage prefix and a paper is given;
+  builds from defaults and with its ``smoke`` overrides, and both are valid by the
+  config's declared ``valid(...)`` metadata (:mod:`harness.validation`), which is
+  well-formed; its factory accepts the config; claims name metrics with a stage
+  prefix and a paper is given;
 * accelerators: ``numerics`` is ``None`` or a backend whose ``matmul`` returns the
   right shape, finite values, float32 for float operands and is deterministic
   for a fresh instance with the same config; ``cost`` of a small trace is a
@@ -90,15 +92,25 @@ def _finite_dict(result: Any, what: str) -> dict[str, float]:
 
 
 def check_spec(spec: PluginSpec) -> None:
-    """Contract checks common to every kind."""
+    """Contract checks common to every kind, including the config's declared valid values:
+    the ``valid(...)`` metadata is well-formed, and the defaults and the smoke overrides
+    are valid by it (the runner refuses a config that is not, before anything runs)."""
+    from harness.validation import ConfigError, metadata_problems, validate_config
+
     validate_spec(spec)
     for field_name in ("needs", "provides"):
         names = getattr(spec, field_name)
         assert isinstance(names, frozenset) and all(isinstance(n, str) for n in names), (
             f"{spec.kind} {spec.name!r}: {field_name} must be a set of capability names, got {names!r}"
         )
+    malformed = metadata_problems(spec.config)
+    assert not malformed, f"{spec.kind} {spec.name!r}: malformed valid(...) metadata: {'; '.join(malformed)}"
     config = spec.config()
-    smoke_config(spec)
+    for what, instance in (("default config", config), ("smoke config", smoke_config(spec))):
+        try:
+            validate_config(instance, spec.kind, spec.name)
+        except ConfigError as exc:
+            raise AssertionError(f"{spec.kind} {spec.name!r}: its {what} is not valid by its own metadata: {exc}") from None
     obj = spec.factory(config)
     assert obj is not None, f"{spec.kind} {spec.name!r}: factory returned None"
     if spec.paper is not None:
@@ -189,8 +201,9 @@ def check_workload(spec: WorkloadSpec) -> None:
         )
 
 
-def smoke_run(kind: str, name: str, host: Host | None = None, seed: int = 0):
-    """Run ``name`` in a fast composition and return the record."""
+def smoke_run(kind: str, name: str, host: Host | None = None, seed: int = 0, cache_dir: str | None = None):
+    """Run ``name`` in a fast composition and return the record (a fresh cache unless
+    ``cache_dir`` is given)."""
     from harness.runner import run_experiment
 
     host = host or get_host()
@@ -200,6 +213,8 @@ def smoke_run(kind: str, name: str, host: Host | None = None, seed: int = 0):
         choices["workload"] = spec.smoke_workload
     choices[kind] = name
     values = {k: dict(host.spec(k, v).smoke) for k, v in choices.items()}
+    if cache_dir is not None:
+        return run_experiment(choices, values, seed=seed, cache_dir=cache_dir, host=host)
     with tempfile.TemporaryDirectory() as tmp:
         return run_experiment(choices, values, seed=seed, cache_dir=tmp, host=host)
 
@@ -241,6 +256,18 @@ def check_technique(spec: TechniqueSpec, host: Host | None = None) -> None:
         f"technique {spec.name!r}: same seed gave different metrics "
         "(only wall-clock metrics under perf/ may differ)"
     )
+    if spec.cache_result:  # its result is reused across accelerators: it must replay exactly
+        with tempfile.TemporaryDirectory() as tmp:
+            computed = smoke_run("technique", spec.name, host, cache_dir=tmp)
+            replayed = smoke_run("technique", spec.name, host, cache_dir=tmp)
+        assert replayed.tags.get("harness.technique_cache") == "hit", (
+            f"technique {spec.name!r}: a second run with the same cache did not reuse the technique's result "
+            f"({replayed.error or 'no error'})"
+        )
+        assert _seeded(computed.metrics) == _seeded(replayed.metrics), (
+            f"technique {spec.name!r}: the cached result gave other metrics than computing it; set "
+            "cache_result=False in its spec if its result cannot be reused"
+        )
 
 
 def _tiny_models():

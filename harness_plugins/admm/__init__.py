@@ -41,6 +41,8 @@ from typing import Dict
 
 from harness import hookimpl
 from harness.specs import Claim, PaperRef, TechniqueSpec
+from harness.validation import valid
+from harness.validation import validate_config as _validate
 
 from harness_plugins.admm.projections import ALLOCATIONS, PROJECTIONS
 
@@ -50,6 +52,11 @@ METHODS = ("progressive_admm", "admm", "magnitude")
 QUANT_SCALES = ("layer", "channel")
 
 
+#: Ceiling of the epoch and update counts: a typo guard (10,000 epochs of the smallest
+#: workload is hours), not a limit of the method.
+MAX_EPOCHS = 10_000
+
+
 @dataclass
 class AdmmConfig:
     """Knobs of the technique; defaults are a paper-like point scaled to 2 cores.
@@ -57,100 +64,73 @@ class AdmmConfig:
     The paper runs tens of ADMM epochs per stage on 60k MNIST images; here a stage
     is ``admm_updates * admm_epochs + retrain_epochs`` epochs (6 + 6; on LeNet-5's
     3,500 training images about 15 s of one core), and ``stages`` of them. The
-    values were chosen on the validation split of mnist_lenet5 (README).
+    values were chosen on the validation split of mnist_lenet5 (README). Valid
+    values are declared on each field (:mod:`harness.validation`).
     """
 
     #: progressive_admm (the paper), admm (one-shot ADMM), magnitude (iterative
     #: magnitude pruning + retraining). All get the same number of epochs.
-    method: str = "progressive_admm"
+    method: str = field(default="progressive_admm", metadata=valid(one_of=METHODS))
     #: Target compression: total / non-zero prunable weights; 1 = no pruning.
-    ratio: float = 30.0
+    ratio: float = field(default=30.0, metadata=valid(ge=1, why="total / non-zero weights; 1 = no pruning"))
     #: irregular (top-k magnitude), filter (output channels), column (input
     #: positions across all filters: a column of the paper's filter matrix).
-    projection: str = "irregular"
+    projection: str = field(default="irregular", metadata=valid(one_of=PROJECTIONS))
     #: How ``ratio`` is spread over layers without an override: erk (small layers
     #: keep more), uniform, or global (one magnitude threshold over the dense
     #: model) [inferred: the paper hand-sets per-layer ratios]. global won on
     #: LeNet-5's validation split at 30x; on digits_mlp erk is better (README).
-    allocation: str = "global"
+    allocation: str = field(default="global", metadata=valid(one_of=ALLOCATIONS))
     #: Per-layer compression ratio overrides, e.g. ``{conv1: 5}`` (keep a fifth);
     #: the other layers share what is left of the global budget. On the command
     #: line: ``+technique.layer_ratios.conv1=5`` (a new key needs the ``+``).
-    layer_ratios: Dict[str, float] = field(default_factory=dict)
+    layer_ratios: Dict[str, float] = field(default_factory=dict, metadata=valid(ge=1))
     #: Progressive stages; stage i keeps f^((i+1)/stages) of each layer's final f.
-    stages: int = 3
+    stages: int = field(default=3, metadata=valid(ge=1, le=100))
     #: Z/U updates per stage; each follows ``admm_epochs`` epochs of training
     #: with a fresh cosine learning-rate cycle (the paper's LR reset).
-    admm_updates: int = 6
-    admm_epochs: int = 1
+    admm_updates: int = field(default=6, metadata=valid(ge=0, le=MAX_EPOCHS))
+    admm_epochs: int = field(default=1, metadata=valid(ge=1, le=MAX_EPOCHS))
     #: Masked retraining epochs per stage (best validation epoch kept).
-    retrain_epochs: int = 6
+    retrain_epochs: int = field(default=6, metadata=valid(ge=0, le=MAX_EPOCHS))
     #: Initial penalty and its growth per Z/U update (paper: x1.3). The paper's
     #: LeNet rho is 1e-3 over many more updates; with 6 updates per stage a
     #: larger start is needed to pull W onto Z (0.01 left the ADMM residual
     #: growing on LeNet-5) [inferred].
-    rho: float = 0.03
-    rho_growth: float = 1.3
+    rho: float = field(default=0.03, metadata=valid(gt=0))
+    rho_growth: float = field(default=1.3, metadata=valid(ge=1, why="the paper uses 1.3"))
     #: Learning rates as multiples of the workload's training lr [inferred].
-    lr_scale: float = 0.5
-    retrain_lr_scale: float = 0.5
+    lr_scale: float = field(default=0.5, metadata=valid(gt=0))
+    retrain_lr_scale: float = field(default=0.5, metadata=valid(gt=0))
     #: Keep the retraining epoch with the best validation accuracy.
     select_on_val: bool = True
     #: Weight bits after pruning: 0 = float (no quantization), 1 = binary
     #: alpha*sign(W), 2..8 = symmetric alpha*{-(2^(b-1)-1)..2^(b-1)-1}.
-    quant_bits: int = 0
+    quant_bits: int = field(default=0, metadata=valid(ge=0, le=8, why="0 = float, 1 = binary, 2..8 bits"))
     #: Per-layer bit overrides, e.g. ``{conv1: 8}`` (``+technique.layer_bits.conv1=8``).
-    layer_bits: Dict[str, int] = field(default_factory=dict)
+    layer_bits: Dict[str, int] = field(default_factory=dict, metadata=valid(ge=1, le=8))
     #: One scale alpha per layer (the paper) or per output channel ("channel",
     #: as XNOR-Net binarizes filters) [inferred]. Scales are counted in the
     #: storage bits at 32 bits each.
-    quant_scale: str = "layer"
+    quant_scale: str = field(default="layer", metadata=valid(one_of=QUANT_SCALES))
     #: ADMM updates of the quantization phase, and its initial rho: a slow ramp
     #: (0.01 x 1.3^19 = 1.5 at the end) kept binarized LeNet-5 within about 2
     #: points on validation, faster ramps (0.1, 0.3 over 12) lost 6 [inferred].
-    quant_updates: int = 20
-    quant_rho: float = 0.01
+    quant_updates: int = field(default=20, metadata=valid(ge=0, le=MAX_EPOCHS))
+    quant_rho: float = field(default=0.01, metadata=valid(gt=0))
     #: Epochs retraining the float parameters (biases) with the quantized
     #: weights held in place, after the hard projection [inferred].
-    quant_retrain_epochs: int = 3
+    quant_retrain_epochs: int = field(default=3, metadata=valid(ge=0, le=MAX_EPOCHS))
+
+    def __validate__(self):
+        if self.layer_bits and not self.quant_bits:
+            yield "layer_bits", "needs quant_bits > 0; set quant_bits to the default width of the other layers"
 
 
 def validate_config(c: AdmmConfig) -> None:
-    """Raise ValueError naming every bad value and what would be valid."""
-    problems = []
-    if c.method not in METHODS:
-        problems.append(f"method={c.method!r}: valid are {', '.join(METHODS)}")
-    if c.projection not in PROJECTIONS:
-        problems.append(f"projection={c.projection!r}: valid are {', '.join(PROJECTIONS)}")
-    if c.allocation not in ALLOCATIONS:
-        problems.append(f"allocation={c.allocation!r}: valid are {', '.join(ALLOCATIONS)}")
-    if not c.ratio >= 1.0:
-        problems.append(f"ratio={c.ratio!r}: must be >= 1 (total / non-zero weights; 1 = no pruning)")
-    for name in ("stages", "admm_epochs"):
-        if getattr(c, name) < 1:
-            problems.append(f"{name}={getattr(c, name)!r}: must be >= 1")
-    for name in ("admm_updates", "retrain_epochs", "quant_updates", "quant_retrain_epochs"):
-        if getattr(c, name) < 0:
-            problems.append(f"{name}={getattr(c, name)!r}: must be >= 0")
-    for name in ("rho", "quant_rho", "lr_scale", "retrain_lr_scale"):
-        if not getattr(c, name) > 0:
-            problems.append(f"{name}={getattr(c, name)!r}: must be > 0")
-    if not c.rho_growth >= 1.0:
-        problems.append(f"rho_growth={c.rho_growth!r}: must be >= 1 (the paper uses 1.3)")
-    if c.quant_scale not in QUANT_SCALES:
-        problems.append(f"quant_scale={c.quant_scale!r}: valid are {', '.join(QUANT_SCALES)}")
-    if not 0 <= c.quant_bits <= 8:
-        problems.append(f"quant_bits={c.quant_bits!r}: use 0 (float), 1 (binary) or 2..8")
-    for layer, bits in dict(c.layer_bits).items():
-        if not 1 <= int(bits) <= 8:
-            problems.append(f"layer_bits[{layer}]={bits!r}: use 1..8")
-    if c.layer_bits and not c.quant_bits:
-        problems.append("layer_bits is set but quant_bits=0; set quant_bits to the default width of the other layers")
-    for layer, r in dict(c.layer_ratios).items():
-        if not float(r) >= 1.0:
-            problems.append(f"layer_ratios[{layer}]={r!r}: must be >= 1")
-    if problems:
-        raise ValueError("admm config: " + "; ".join(problems))
+    """Raise :class:`~harness.validation.ConfigError` (a ValueError) naming every bad
+    value and what would be valid, from the rules declared on :class:`AdmmConfig`."""
+    _validate(c, "technique", "admm")
 
 
 PAPER = PaperRef(

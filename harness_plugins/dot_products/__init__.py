@@ -17,7 +17,7 @@ over signal power) and ``numerics/sqnr_db`` do not depend on that normalization.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 
@@ -25,21 +25,43 @@ from harness import hookimpl
 from harness.numerics.backend import GemmCall, bind
 from harness.optrace import Op, OpTrace
 from harness.specs import WorkloadSpec
+from harness.validation import valid, validate_config
 
 DISTRIBUTIONS = ("uniform", "gaussian", "relu")
 
 
+#: Ceiling of the operands' size (elements of A, of B and of the product, each): the
+#: draw and the float64 reference take 8 bytes per element, so 2**26 is 512 MiB per
+#: array, about what a laptop can spare; beyond it numpy fails or the machine swaps.
+MAX_ELEMENTS = 2**26
+_SIZE = "A, B and the product each hold at most 2**26 elements"
+
+
 @dataclass
 class DotProductsConfig:
-    """Operand shapes and statistics; defaults are a 128-long INT8 MVM."""
+    """Operand shapes and statistics; defaults are a 128-long INT8 MVM.
 
-    count: int = 2048
-    length: int = 128
-    columns: int = 32
-    bits: int = 8
-    distribution: str = "uniform"
-    weight_distribution: str = "gaussian"
-    sparsity: float = 0.0
+    Valid values are declared on each field (:mod:`harness.validation`).
+    """
+
+    count: int = field(default=2048, metadata=valid(ge=2, le=MAX_ELEMENTS, why=_SIZE))
+    length: int = field(default=128, metadata=valid(ge=1, le=MAX_ELEMENTS, why=_SIZE))
+    columns: int = field(default=32, metadata=valid(ge=1, le=MAX_ELEMENTS, why=_SIZE))
+    #: 0 = float32 operands, else signed integer codes of this width.
+    bits: int = field(default=8, metadata=valid(ge=2, le=16, also=(0,), why="0 = float32, 2..16 = integer codes"))
+    distribution: str = field(default="uniform", metadata=valid(one_of=DISTRIBUTIONS))
+    weight_distribution: str = field(default="gaussian", metadata=valid(one_of=DISTRIBUTIONS))
+    sparsity: float = field(default=0.0, metadata=valid(ge=0, lt=1))
+
+    def __validate__(self):
+        """The per-field ceilings bound each size; this bounds each array."""
+        for what, rows, cols in (("A", "count", "length"), ("B", "length", "columns"),
+                                 ("the product", "count", "columns")):
+            size = getattr(self, rows) * getattr(self, cols)
+            if size > MAX_ELEMENTS:
+                yield rows, (f"with {cols}={getattr(self, cols)}, {what} would hold {size:,} elements; "
+                             f"valid is at most {MAX_ELEMENTS:,} (2**26) in each of A, B and the product")
+                return
 
 
 @dataclass
@@ -73,18 +95,7 @@ def _draw(rng: np.random.Generator, kind: str, shape: tuple[int, ...], bits: int
 
 class DotProducts:
     def __init__(self, config: DotProductsConfig):
-        problems = []
-        if config.count < 2 or config.length < 1 or config.columns < 1:
-            problems.append("count >= 2, length >= 1 and columns >= 1 are required")
-        if not (config.bits == 0 or 2 <= config.bits <= 16):
-            problems.append(f"bits={config.bits}: use 0 (float32) or 2..16 (signed integer codes)")
-        if not 0.0 <= config.sparsity < 1.0:
-            problems.append(f"sparsity={config.sparsity}: must be in [0, 1)")
-        for field_name in ("distribution", "weight_distribution"):
-            if getattr(config, field_name) not in DISTRIBUTIONS:
-                problems.append(f"{field_name}={getattr(config, field_name)!r}: valid are {', '.join(DISTRIBUTIONS)}")
-        if problems:
-            raise ValueError("dot_products: " + "; ".join(problems))
+        validate_config(config, "workload", "dot_products")  # done on the driver already; cheap for direct use
         self.config = config
 
     def build(self, ctx) -> DotProductSet:

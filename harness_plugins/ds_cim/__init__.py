@@ -106,7 +106,7 @@ of the same arithmetic, and they agree bit for bit. The cost model is in
 from __future__ import annotations
 
 import hashlib
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Optional
 
 import numpy as np
@@ -114,6 +114,7 @@ import numpy as np
 from harness import hookimpl
 from harness.numerics.backend import GemmCall, is_integer_input
 from harness.specs import AcceleratorSpec, Claim, PaperRef
+from harness.validation import is_power_of_two, valid, validate_config
 
 PAPER = PaperRef(
     title="DS-CIM: Digital Stochastic Computing-In-Memory with shared PRNG and 2D partitioning",
@@ -227,35 +228,61 @@ PARTITIONS = ("slot", "weight")
 INT8_MIN, INT8_MAX = -128, 127
 
 
+#: Ceilings of the macro's sizes: they guard typos (a 10**12-row array would exhaust
+#: memory in the cost model and kernels), not design choices; any real CIM macro fits.
+MAX_DIMENSION = 2**14
+#: Stream length ceiling: run time grows linearly with L (one 256x128x32 GEMM takes
+#: 0.05 s at L=256 and 7 s at 2**16, so LeNet-5's test set takes tens of minutes there),
+#: and at 256x the paper's L the stochastic error (~1/sqrt(L)) is far below INT8's.
+MAX_STREAM_LENGTH = 2**16
+
+
 @dataclass
 class DsCimConfig:
-    """DS-CIM operating point. ``None`` geometry fields take the ``variant``'s preset."""
+    """DS-CIM operating point. ``None`` geometry fields take the ``variant``'s preset.
+
+    Valid values are declared on each field (:mod:`harness.validation`); the rules that
+    tie fields together, after the preset is applied, are in ``__validate__``.
+    """
 
     #: ``ds_cim1`` (high accuracy) or ``ds_cim2`` (high efficiency); see PRESETS.
-    variant: str = "ds_cim1"
+    variant: str = field(default="ds_cim1", metadata=valid(one_of=PRESETS))
     #: Samples per stochastic stream (L); 64 per clock, so 256 takes 4 cycles.
-    stream_length: int = 256
+    stream_length: int = field(default=256, metadata=valid(ge=1, le=MAX_STREAM_LENGTH,
+                                                           why="run time grows linearly with it"))
     #: ``exclusive`` (2-D partitioned shared PRNG), or the naive ``independent`` / ``nested``.
-    scheme: str = "exclusive"
+    scheme: str = field(default="exclusive", metadata=valid(one_of=SCHEMES))
     #: ``sign_split`` or ``offset_binary`` [inferred]; None = the variant's.
-    encoding: Optional[str] = None
-    rows: Optional[int] = None
-    columns: Optional[int] = None
+    encoding: Optional[str] = field(default=None, metadata=valid(one_of=ENCODINGS))
+    rows: Optional[int] = field(default=None, metadata=valid(ge=1, le=MAX_DIMENSION))
+    columns: Optional[int] = field(default=None, metadata=valid(ge=1, le=MAX_DIMENSION))
     #: Rows per OR tree (a power of two: the slot is log2 of it in random bits).
-    or_group: Optional[int] = None
+    or_group: Optional[int] = field(default=None, metadata=valid(ge=1, le=MAX_DIMENSION,
+                                                                 check=(is_power_of_two, "a power of two")))
     #: Samples per clock.
-    replication: Optional[int] = None
+    replication: Optional[int] = field(default=None, metadata=valid(ge=1, le=MAX_STREAM_LENGTH))
     #: One PRNG point per sample per OR ``group``, or one for the whole ``array`` [inferred].
-    point_sharing: str = "group"
+    point_sharing: str = field(default="group", metadata=valid(one_of=POINT_SHARING))
     #: Data remapping [inferred]: ``none`` or ``pow2`` (per-group shift to full range); None = the variant's.
-    remap: Optional[str] = None
+    remap: Optional[str] = field(default=None, metadata=valid(one_of=REMAPS))
     #: How an OR group's sample space is split among its rows [inferred]: equal ``slot``s, or
     #: slices sized ``|w|`` (``weight``, exclusive only); None = the variant's.
-    partition: Optional[str] = None
+    partition: Optional[str] = field(default=None, metadata=valid(one_of=PARTITIONS))
     #: Macro clock [inferred]; sets latency and TOPS/mm^2, not energy.
-    clock_mhz: float = 1000.0
-    #: Seeds the PRNG (with the operands' bytes).
-    seed: int = 0
+    clock_mhz: float = field(default=1000.0, metadata=valid(gt=0))
+    #: Seeds the PRNG (with the operands' bytes); hashed as a 64-bit integer.
+    seed: int = field(default=0, metadata=valid(ge=0, le=2**63 - 1))
+
+    def __validate__(self):
+        """Rules between fields, on the values after the variant's preset."""
+        values = _preset_values(self)
+        if values["partition"] == "weight" and self.scheme != "exclusive":
+            yield "partition", f"needs scheme='exclusive', got scheme={self.scheme!r}"
+        rows, group = values["rows"], values["or_group"]
+        if rows % group and self.rows is not None:
+            yield "rows", f"must be a multiple of or_group={group}"
+        elif rows % group:
+            yield "or_group", f"must divide rows={rows} (the {self.variant} preset's)"
 
 
 @dataclass(frozen=True)
@@ -277,42 +304,22 @@ class ResolvedConfig:
     seed: int
 
 
-def resolve(config: DsCimConfig) -> ResolvedConfig:
-    """Apply the variant preset and validate; errors name the value and what is valid."""
-    if config.variant not in PRESETS:
-        raise ValueError(f"ds_cim: variant={config.variant!r} is not one of {', '.join(PRESETS)}")
+def _preset_values(config: DsCimConfig) -> dict:
+    """The geometry and [inferred] choices with the variant's preset filling the ``None``s."""
     preset = PRESETS[config.variant]
     values = {name: getattr(config, name) if getattr(config, name) is not None else preset[name] for name in preset}
     if config.partition is None and config.scheme != "exclusive":
         values["partition"] = "slot"  # the naive schemes have no slots to resize
-    problems = []
-    if config.scheme not in SCHEMES:
-        problems.append(f"scheme={config.scheme!r}: valid are {', '.join(SCHEMES)}")
-    if values["encoding"] not in ENCODINGS:
-        problems.append(f"encoding={values['encoding']!r}: valid are {', '.join(ENCODINGS)}")
-    if values["remap"] not in REMAPS:
-        problems.append(f"remap={values['remap']!r}: valid are {', '.join(REMAPS)}")
-    if values["partition"] not in PARTITIONS:
-        problems.append(f"partition={values['partition']!r}: valid are {', '.join(PARTITIONS)}")
-    elif values["partition"] == "weight" and config.scheme != "exclusive":
-        problems.append(f"partition='weight' needs scheme='exclusive', got {config.scheme!r}")
-    if config.point_sharing not in POINT_SHARING:
-        problems.append(f"point_sharing={config.point_sharing!r}: valid are {', '.join(POINT_SHARING)}")
-    if not (isinstance(config.stream_length, int) and config.stream_length >= 1):
-        problems.append(f"stream_length={config.stream_length!r}: must be an integer >= 1")
-    for name in ("rows", "columns", "replication", "or_group"):
-        if not (isinstance(values[name], int) and values[name] >= 1):
-            problems.append(f"{name}={values[name]!r}: must be an integer >= 1")
-    group = values["or_group"]
-    if isinstance(group, int) and group >= 1:
-        if group & (group - 1):
-            problems.append(f"or_group={group}: must be a power of two (1, 2, 4, ..., 16, ...)")
-        elif isinstance(values["rows"], int) and values["rows"] % group:
-            problems.append(f"rows={values['rows']} must be a multiple of or_group={group}")
-    if not (config.clock_mhz > 0):
-        problems.append(f"clock_mhz={config.clock_mhz!r}: must be > 0")
-    if problems:
-        raise ValueError("ds_cim: " + "; ".join(problems))
+    return values
+
+
+def resolve(config: DsCimConfig) -> ResolvedConfig:
+    """Validate (the rules declared on :class:`DsCimConfig`) and apply the variant preset.
+
+    The runner has already validated the config on the driver; checking again here
+    keeps direct use (``DsCimAccelerator(DsCimConfig(...))``) as safe, at no cost.
+    """
+    validate_config(config, "accelerator", "ds_cim")
     return ResolvedConfig(
         variant=config.variant,
         stream_length=config.stream_length,
@@ -320,7 +327,7 @@ def resolve(config: DsCimConfig) -> ResolvedConfig:
         point_sharing=config.point_sharing,
         clock_mhz=float(config.clock_mhz),
         seed=int(config.seed),
-        **values,
+        **_preset_values(config),
     )
 
 

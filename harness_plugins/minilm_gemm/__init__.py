@@ -35,9 +35,11 @@ import numpy as np
 from harness import hookimpl
 from harness.data import load_minilm, minilm_dir
 from harness.nn.runtime import OpRecorder, Runtime, act_matmul, blas_threads, linear
+from harness.nn.train import VALID_QUANT_BITS
 from harness.numerics.backend import EXACT
 from harness.optrace import OpTrace
 from harness.specs import WorkloadSpec
+from harness.validation import valid, validate_config
 
 GEMMS = ("q", "k", "v", "attn_out", "ffn_in", "ffn_out")
 
@@ -47,10 +49,11 @@ class MinilmGemmConfig:
     """How much text and which layers; defaults: the model card's 26 prose sentences
     (about 640 tokens) through all 6 layers, INT8 codes."""
 
-    sentences: int = 26
-    max_tokens: int = 64
-    layers: int = 6
-    quant_bits: int = 8
+    #: Sentences of the model card, in order (more than it has: all of them).
+    sentences: int = field(default=26, metadata=valid(ge=1))
+    max_tokens: int = field(default=64, metadata=valid(ge=3, le=512, why="BERT's position table has 512"))
+    layers: int = field(default=6, metadata=valid(ge=1, le=6, why="MiniLM-L6 has 6 layers"))
+    quant_bits: int = field(default=8, metadata=VALID_QUANT_BITS)
 
 
 @dataclass
@@ -180,17 +183,7 @@ def encode(subject: MinilmSubject, ids: np.ndarray, rt: Runtime, capture: dict |
 
 class MinilmGemm:
     def __init__(self, config: MinilmGemmConfig):
-        problems = []
-        if config.sentences < 1:
-            problems.append(f"sentences={config.sentences}: need >= 1")
-        if not 3 <= config.max_tokens <= 512:
-            problems.append(f"max_tokens={config.max_tokens}: must be in 3..512")
-        if not 1 <= config.layers <= 6:
-            problems.append(f"layers={config.layers}: MiniLM-L6 has layers 1..6")
-        if not (config.quant_bits == 0 or 2 <= config.quant_bits <= 16):
-            problems.append(f"quant_bits={config.quant_bits}: use 0 (float32) or 2..16 (signed integer codes)")
-        if problems:
-            raise ValueError("minilm_gemm: " + "; ".join(problems))
+        validate_config(config, "workload", "minilm_gemm")  # done on the driver already; cheap for direct use
         self.config = config
 
     def build(self, ctx) -> MinilmSubject:

@@ -11,39 +11,37 @@ and the seed.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 
 from harness import hookimpl
 from harness.data import Splits, load_mnist5k
 from harness.nn import ModelWorkload, TrainConfig, lenet5
+from harness.nn.train import (VALID_BATCH_SIZE, VALID_EPOCHS, VALID_LR, VALID_MOMENTUM, VALID_OPTIMIZER,
+                              VALID_QUANT_BITS, VALID_SHIFT, VALID_TRAIN_SAMPLES, VALID_WEIGHT_DECAY)
 from harness.specs import WorkloadSpec
 
 
 @dataclass
 class MnistLenet5Config:
-    """Training operating point; ``quant_bits`` only changes evaluation."""
+    """Training operating point; ``quant_bits`` only changes evaluation. Valid values:
+    the training settings' shared rules (:mod:`harness.nn.train`)."""
 
-    epochs: int = 12
-    batch_size: int = 32
-    lr: float = 0.03
-    momentum: float = 0.9
-    weight_decay: float = 5e-4
-    optimizer: str = "sgd"
+    epochs: int = field(default=12, metadata=VALID_EPOCHS)
+    batch_size: int = field(default=32, metadata=VALID_BATCH_SIZE)
+    lr: float = field(default=0.03, metadata=VALID_LR)
+    momentum: float = field(default=0.9, metadata=VALID_MOMENTUM)
+    weight_decay: float = field(default=5e-4, metadata=VALID_WEIGHT_DECAY)
+    optimizer: str = field(default="sgd", metadata=VALID_OPTIMIZER)
     batchnorm: bool = False
-    shift: int = 1
-    train_samples: int = 0
-    quant_bits: int = 0
+    shift: int = field(default=1, metadata=VALID_SHIFT)
+    train_samples: int = field(default=0, metadata=VALID_TRAIN_SAMPLES)
+    quant_bits: int = field(default=0, metadata=VALID_QUANT_BITS)
 
 
 class MnistLenet5(ModelWorkload):
     name = "mnist_lenet5"
-
-    def validate(self):
-        if self.config.train_samples < 0:
-            raise ValueError(f"{self.name}: train_samples={self.config.train_samples}: use 0 (all) or a positive count")
-        super().validate()
 
     def load_data(self, seed: int) -> Splits:
         return load_mnist5k(seed).first_train(self.config.train_samples)

@@ -14,52 +14,52 @@ token-dropping policy are what CP-ViT needs. The op trace lists each block's
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 
 from harness import hookimpl
 from harness.data import Splits, load_mnist5k
 from harness.nn import ModelWorkload, TrainConfig, tiny_vit
+from harness.nn.train import (VALID_BATCH_SIZE, VALID_EPOCHS, VALID_LR,
+                              VALID_QUANT_BITS, VALID_SHIFT, VALID_TRAIN_SAMPLES, VALID_WARMUP_EPOCHS,
+                              VALID_WEIGHT_DECAY)
 from harness.specs import WorkloadSpec
+from harness.validation import valid
+
+
+#: Ceiling of the architecture's sizes: a typo guard (a 4096-wide, 64-deep ViT would
+#: take days per epoch here), not a limit of the model.
+MAX_WIDTH = 4096
 
 
 @dataclass
 class MnistVitConfig:
-    """Architecture and training; ``quant_bits`` only changes evaluation."""
+    """Architecture and training; ``quant_bits`` only changes evaluation. Valid values
+    are declared on each field; the training settings share :mod:`harness.nn.train`'s."""
 
-    patch: int = 7
-    dim: int = 64
-    depth: int = 4
-    heads: int = 4
-    mlp_dim: int = 128
-    epochs: int = 20
-    batch_size: int = 64
-    lr: float = 2e-3
-    weight_decay: float = 0.05
-    warmup_epochs: float = 1.0
-    shift: int = 2
-    train_samples: int = 0
-    quant_bits: int = 0
+    #: Patch side in pixels; it must divide the 28-pixel image.
+    patch: int = field(default=7, metadata=valid(one_of=(1, 2, 4, 7, 14, 28)))
+    dim: int = field(default=64, metadata=valid(ge=1, le=MAX_WIDTH))
+    depth: int = field(default=4, metadata=valid(ge=1, le=64))
+    heads: int = field(default=4, metadata=valid(ge=1, le=MAX_WIDTH))
+    mlp_dim: int = field(default=128, metadata=valid(ge=1, le=4 * MAX_WIDTH))
+    epochs: int = field(default=20, metadata=VALID_EPOCHS)
+    batch_size: int = field(default=64, metadata=VALID_BATCH_SIZE)
+    lr: float = field(default=2e-3, metadata=VALID_LR)
+    weight_decay: float = field(default=0.05, metadata=VALID_WEIGHT_DECAY)
+    warmup_epochs: float = field(default=1.0, metadata=VALID_WARMUP_EPOCHS)
+    shift: int = field(default=2, metadata=VALID_SHIFT)
+    train_samples: int = field(default=0, metadata=VALID_TRAIN_SAMPLES)
+    quant_bits: int = field(default=0, metadata=VALID_QUANT_BITS)
+
+    def __validate__(self):
+        if self.dim % self.heads:
+            yield "dim", f"must be a multiple of heads={self.heads}"
 
 
 class MnistVit(ModelWorkload):
     name = "mnist_vit"
-
-    def validate(self):
-        c = self.config
-        problems = []
-        if c.patch not in (1, 2, 4, 7, 14, 28):
-            problems.append(f"patch={c.patch}: must divide 28 (1, 2, 4, 7, 14, 28)")
-        if c.dim % max(c.heads, 1) or c.heads < 1:
-            problems.append(f"dim={c.dim}, heads={c.heads}: dim must be a multiple of heads")
-        if c.depth < 1 or c.mlp_dim < 1:
-            problems.append(f"depth={c.depth}, mlp_dim={c.mlp_dim}: both must be >= 1")
-        if c.train_samples < 0:
-            problems.append(f"train_samples={c.train_samples}: use 0 (all) or a positive count")
-        if problems:
-            raise ValueError("mnist_vit: " + "; ".join(problems))
-        super().validate()
 
     def load_data(self, seed: int) -> Splits:
         return load_mnist5k(seed).first_train(self.config.train_samples)

@@ -32,4 +32,5 @@ def harness_techniques():
         summary="Leave the workload as it is (the baseline)",
         config=NoneConfig,
         factory=Identity,
+        cache_result=False,  # nothing computed, nothing to cache
     )

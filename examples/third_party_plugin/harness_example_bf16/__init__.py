@@ -11,24 +11,30 @@ first-order model of a systolic array.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 
 from harness import hookimpl
 from harness.specs import AcceleratorSpec
+from harness.validation import valid
 
 
 @dataclass
 class Bf16Config:
-    """Operating point of the modelled array."""
+    """Operating point of the modelled array.
+
+    Each field declares its valid values (``harness.validation.valid``); the harness
+    checks them on the driver before anything runs, and refuses NaN or infinity in
+    any float field, so the cost model below needs no checks of its own.
+    """
 
     #: Energy of one bfloat16 multiply plus float32 add, in picojoules.
-    energy_per_mac_pj: float = 0.5
-    #: MACs per clock cycle (array rows x columns).
-    macs_per_cycle: int = 16384
+    energy_per_mac_pj: float = field(default=0.5, metadata=valid(gt=0))
+    #: MACs per clock cycle (array rows x columns); the ceiling is a 2**20-MAC array.
+    macs_per_cycle: int = field(default=16384, metadata=valid(ge=1, le=2**20))
     #: Clock frequency in MHz.
-    clock_mhz: float = 1000.0
+    clock_mhz: float = field(default=1000.0, metadata=valid(gt=0))
 
 
 def to_bfloat16(x: np.ndarray) -> np.ndarray:
@@ -62,8 +68,6 @@ class Bf16Numerics:
 
 class Bf16Accelerator:
     def __init__(self, config: Bf16Config):
-        if config.energy_per_mac_pj <= 0 or config.macs_per_cycle <= 0 or config.clock_mhz <= 0:
-            raise ValueError(f"bf16: energy_per_mac_pj, macs_per_cycle and clock_mhz must be positive, got {config}")
         self.config = config
         self.numerics = Bf16Numerics()
 

@@ -1,0 +1,134 @@
+"""A technique's result is computed once and reused across accelerators, exactly."""
+
+from __future__ import annotations
+
+import threading
+import time
+from dataclasses import dataclass
+
+import numpy as np
+import pytest
+
+from harness import hookimpl
+from harness.host import Host
+from harness.record import Record
+from harness.runner import run_experiment
+from harness.specs import TechniqueSpec
+from harness.technique_cache import NAMESPACE, cached_apply, technique_key
+
+APPLIED: list[int] = []
+
+
+@dataclass
+class ScaleConfig:
+    factor: float = 0.5
+    fail: bool = False
+
+
+class Scale:
+    """Scales every weight and logs what it did: a technique with an observable apply."""
+
+    def __init__(self, config):
+        self.config = config
+
+    def apply(self, subject, workload, ctx):
+        APPLIED.append(1)
+        if self.config.fail:
+            raise RuntimeError("deliberate failure")
+        for w in subject.weights().values():
+            w *= self.config.factor
+        ctx.log_metric("technique/factor", self.config.factor)
+        ctx.log_series("technique/curve", [1.0, 0.5])
+        ctx.log_table("scaled", [{"layer": n} for n in subject.weights()])
+        ctx.set_tag("technique.note", "scaled")
+        return subject
+
+
+class ScalePlugin:
+    @staticmethod
+    @hookimpl
+    def harness_techniques():
+        yield TechniqueSpec(name="scale", summary="Scale the weights", config=ScaleConfig, factory=Scale,
+                            needs={"subject:model"}, smoke_workload="digits_mlp")
+
+
+@pytest.fixture
+def host():
+    return Host(extra=[("scale", ScalePlugin, "test-scale")])
+
+
+def run(host, tmp_path, accelerator, cache=True, **technique):
+    return run_experiment({"workload": "digits_mlp", "technique": "scale", "accelerator": accelerator},
+                          {"workload": {"epochs": 1}, "technique": technique,
+                           "accelerator": {"stream_length": 64} if accelerator == "ds_cim" else {}},
+                          seed=0, cache_dir=tmp_path, host=host, technique_cache=cache)
+
+
+def technique_part(rec: Record) -> dict:
+    return {
+        "metrics": {k: v for k, v in rec.metrics.items() if k.startswith("technique/")},
+        "series": {k: v for k, v in rec.series.items() if k.startswith("technique/")},
+        "table": rec.artifacts["tables/scaled.csv"],
+        "tag": rec.tags["technique.note"],
+    }
+
+
+def test_a_second_accelerator_reuses_the_technique_result(host, tmp_path):
+    APPLIED.clear()
+    first = run(host, tmp_path, "exact")
+    second = run(host, tmp_path, "ds_cim")
+    assert len(APPLIED) == 1
+    assert (first.tags["harness.technique_cache"], second.tags["harness.technique_cache"]) == ("miss", "hit")
+    assert technique_part(first) == technique_part(second)
+    assert first.metrics["eval/accuracy_exact"] == second.metrics["eval/accuracy_exact"]
+    uncached = run(host, tmp_path / "other", "ds_cim", cache=False)
+    assert len(APPLIED) == 2 and "harness.technique_cache" not in uncached.tags
+    assert {k: v for k, v in uncached.metrics.items() if not k.startswith("perf/")} == {
+        k: v for k, v in second.metrics.items() if not k.startswith("perf/")
+    }
+
+
+def test_a_different_technique_config_or_seed_is_a_different_entry(host, tmp_path):
+    APPLIED.clear()
+    run(host, tmp_path, "exact", factor=0.5)
+    run(host, tmp_path, "exact", factor=0.25)
+    assert len(APPLIED) == 2
+    choices = {"workload": "w", "technique": "t"}
+    params = {"workload": {"a": 1}, "technique": {"b": 2}}
+    key = technique_key(choices, params, 0, {"technique": "code1"})
+    assert key != technique_key(choices, params, 1, {"technique": "code1"})
+    assert key != technique_key(choices, params, 0, {"technique": "code2"})  # edited plugin code
+    assert key == technique_key(choices, params, 0, {"technique": "code1"})
+
+
+def test_a_failed_technique_leaves_no_entry(host, tmp_path):
+    APPLIED.clear()
+    failed = run(host, tmp_path, "exact", fail=True)
+    assert failed.status == "FAILED" and "deliberate failure" in failed.error
+    assert not list((tmp_path / NAMESPACE).glob("*.pkl"))
+    again = run(host, tmp_path, "exact", fail=True)
+    assert again.status == "FAILED" and len(APPLIED) == 2
+
+
+def test_concurrent_jobs_compute_one_entry_once(tmp_path):
+    calls = []
+
+    def apply():
+        calls.append(1)
+        time.sleep(0.3)  # long enough for the other thread to arrive and wait
+        return np.arange(3)
+
+    records = [Record(), Record()]
+    results = [None, None]
+
+    def job(i):
+        results[i] = cached_apply(tmp_path, "samekey", records[i], apply)
+
+    threads = [threading.Thread(target=job, args=(i,)) for i in range(2)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert len(calls) == 1
+    assert sorted(hit for _, hit in results) == [False, True]
+    assert all(np.array_equal(subject, np.arange(3)) for subject, _ in results)
