@@ -16,9 +16,9 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import json
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any, Dict, Mapping
 
 from harness.specs import KINDS
 
@@ -41,6 +41,9 @@ class HarnessConfig:
     workload: Any = None
     technique: Any = None
     accelerator: Any = None
+    #: Parameters that apply only to one choice: ``when.KIND.CHOICE.PARAM=VALUE``
+    #: (``when.technique.admm.ratio=10,30``); see ``harness.app.plugin_values``.
+    when: Dict[str, Any] = field(default_factory=dict)
 
 
 def conf_dir() -> Path:
@@ -60,9 +63,15 @@ def register_configs(host=None) -> None:
 
     from harness.host import get_host
 
+    from omegaconf import OmegaConf
+
     host = host or get_host()
     cs = ConfigStore.instance()
-    cs.store(name="harness_schema", node=HarnessConfig)
+    schema = OmegaConf.structured(HarnessConfig)
+    # Open, unlike the rest: `when.technique.admm.ratio=10` needs no `+`. Its keys
+    # are checked against the installed plugins and their fields when applied.
+    OmegaConf.set_struct(schema.when, False)
+    cs.store(name="harness_schema", node=schema)
     for info in host.infos():
         cs.store(group=info.kind, name=info.name, node=info.spec.config, provider=info.distribution)
 
