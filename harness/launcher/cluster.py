@@ -58,8 +58,18 @@ def _remove_tree(path: str, patience: float = 5.0) -> None:
             return
 
 
+#: The cluster this process joined by address and stays connected to: a sweeper
+#: that launches several batches reuses the connection, and with it Ray's warm
+#: worker processes (Ray's workers belong to one driver connection).
+_joined = {"address": None}
+
+
 class Cluster:
-    """Where a launch runs its jobs: :meth:`start` connects, :meth:`stop` undoes it."""
+    """Where a launch runs its jobs: :meth:`start` connects, :meth:`stop` undoes it.
+
+    A private Ray is stopped at the end of every launch; a joined cluster stays
+    connected until the process exits or a launch asks for another address.
+    """
 
     def __init__(self, opts: HarnessRayLauncherConf):
         self.opts = opts
@@ -80,12 +90,16 @@ class Cluster:
         import ray
 
         self.ray = ray
+        if ray.is_initialized() and _joined["address"] is not None and _joined["address"] != self.opts.address:
+            ray.shutdown()  # joined elsewhere by an earlier launch
+            _joined["address"] = None
         if not ray.is_initialized():
             if self.local:
                 self._start_private(ray)
+                self.started_here = True
             else:
                 ray.init(address=self.opts.address, log_to_driver=self.opts.log_to_driver, logging_level=logging.WARNING)
-            self.started_here = True
+                _joined["address"] = self.opts.address
         try:
             self.address = ray.get_runtime_context().gcs_address
         except Exception:  # Ray Client connections do not expose it
