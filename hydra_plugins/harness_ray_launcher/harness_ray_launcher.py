@@ -21,6 +21,11 @@ ConfigStore.instance().store(group="hydra/launcher", name=LAUNCHER_NAME, node=Ha
 class HarnessRayLauncher(Launcher):
     """Runs a multirun's jobs as Ray tasks; see :mod:`harness.launcher`."""
 
+    #: Every job of a batch is composed on the driver before any is launched, so a
+    #: bad override fails the batch with nothing started (``hydra/sweeper=harness_basic``
+    #: relies on this to skip its own validation pass).
+    composes_every_job_before_launch = True
+
     def __init__(self, **options: Any) -> None:
         self.opts = options_from(options)
         self.config = self.hydra_context = self.task_function = self.hook = None
