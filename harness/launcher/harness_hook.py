@@ -70,6 +70,7 @@ class HarnessSweepHook(SweepHook):
         from harness.tracking import MlflowTracker
 
         refused = []
+        self.rows = {}  # one batch (the harness's sweeps are one batch unless max_batch_size is set)
         for job in jobs:
             HydraConfig.instance().set_config(job.config)
             choices = {kind: str(job.config.hydra.runtime.choices[kind]) for kind in KINDS}
