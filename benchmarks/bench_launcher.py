@@ -15,6 +15,10 @@ folder with its own MLflow store:
     utilization: how well the launcher keeps every core's slot busy).
 (b) ``--trivial`` jobs (dot_products, count=64): the harness's overhead per job,
     sweep wall time after start-up / jobs, for both launchers.
+(b') Hydra's composition of one job of the harness config (``load_sweep_config``,
+    what every launcher does per job), measured in this process: the driver's
+    main per-job cost, paid once per job with ``hydra/sweeper=harness_basic``
+    (Hydra's basic sweeper would pay it twice).
 (c) warm kernels: four small ``spin`` jobs on one worker with an empty numba cache,
     then the same four again (a new Ray, new worker processes, same cache): how the
     kernel was obtained in each job and what its first call cost.
@@ -152,6 +156,26 @@ def bench_trivial(work: Path, count: int, cache: Path) -> dict:
     }
 
 
+def bench_compose(count: int = 40) -> dict:
+    """Milliseconds Hydra takes to compose one sweep job of the harness config."""
+    from hydra import initialize_config_dir
+    from hydra.core.global_hydra import GlobalHydra
+    from hydra.types import RunMode
+
+    from harness.config import conf_dir, register_configs
+
+    register_configs()
+    with initialize_config_dir(version_base="1.3", config_dir=str(conf_dir()), job_name="bench"):
+        loader = GlobalHydra.instance().config_loader()
+        master = loader.load_configuration("config", ["workload.count=64"], run_mode=RunMode.MULTIRUN)
+        loader.load_sweep_config(master, ["seed=0"])  # warm caches
+        t0 = time.perf_counter()
+        for seed in range(count):
+            loader.load_sweep_config(master, [f"seed={seed}", "workload.count=64"])
+        per_job = (time.perf_counter() - t0) / count
+    return {"jobs": count, "hydra_compose_ms_per_job": 1000 * per_job}
+
+
 def bench_warm(work: Path) -> dict:
     cache = work / "c-numba"  # empty: the first job compiles
     args = ["workload=spin", "workload.iterations=1", "seed=0,1,2,3", "hydra.launcher.max_concurrent=1"]
@@ -189,6 +213,7 @@ def main() -> int:
             "machine": {"cores": cores, "python": platform.python_version(), "load_avg_before": load_before},
             "parallel": bench_parallel(work, ns.jobs, ns.seconds, cores, cache),
             "trivial": bench_trivial(work, ns.trivial, cache),
+            "compose": bench_compose(),
             "warm_kernels": bench_warm(work),
         }
         result["machine"]["load_avg_after"] = os.getloadavg()

@@ -2,12 +2,20 @@
 
 :func:`record_for` turns one composed job config into a record without touching
 the tracking store; :func:`task` is the Hydra task function that also writes it.
-Launchers that run jobs remotely call :func:`record_for` on the worker and write
-the record on the driver (see ``hydra_plugins/harness_ray_launcher``).
+On ``hydra/launcher=harness_ray`` the task function's ``sweep_hook`` (the
+harness's :class:`~harness.launcher.harness_hook.HarnessSweepHook`) runs
+:func:`record_task` on the workers instead and writes every record on the
+driver: one writer, whatever the number of workers.
+
+Parameters that belong to one choice are spelled ``when.KIND.CHOICE.PARAM``
+(``when.technique.admm.ratio=10,30``): applied only to jobs whose KIND is
+CHOICE, ignored by the others, so a sweep over ``technique=none,admm`` runs
+``none`` once (its jobs differ in nothing that reaches it: same config hash).
 """
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 from pathlib import Path
 from typing import Any
@@ -17,8 +25,9 @@ from omegaconf import DictConfig, OmegaConf
 from harness.record import FAILED, Record
 from harness.runner import ExperimentFailed, experiment_identity, format_summary, run_experiment
 from harness.specs import KINDS
+from harness.validation import ConfigError
 
-__all__ = ["choices_of", "config_hash_of", "plugin_values", "record_for", "run_name", "task"]
+__all__ = ["ConfigError", "choices_of", "config_hash_of", "plugin_values", "record_for", "record_task", "run_name", "task"]
 
 log = logging.getLogger("harness")
 
@@ -31,30 +40,80 @@ def choices_of(cfg: DictConfig) -> dict[str, str]:
     return {kind: runtime_choices[kind] for kind in KINDS}
 
 
-def _job_config_yaml(cfg: DictConfig) -> str:
-    return OmegaConf.to_yaml(cfg, resolve=True)
+def _job_config_yaml(cfg: DictConfig, values: dict[str, Any]) -> str:
+    """The resolved config as the run used it: per-choice values applied, ``when`` gone."""
+    plain = OmegaConf.to_container(cfg, resolve=True)
+    plain.pop("when", None)
+    plain.update(values)
+    return OmegaConf.to_yaml(OmegaConf.create(plain))
 
 
-def plugin_values(cfg: DictConfig) -> dict[str, Any]:
-    """Each kind's plugin config values in ``cfg``, as plain containers."""
-    return {kind: OmegaConf.to_container(cfg[kind], resolve=True) or {} for kind in KINDS}
+def _when_values(cfg: DictConfig, choices: dict[str, str]) -> dict[str, dict[str, Any]]:
+    """The ``when.KIND.CHOICE.*`` entries that apply to ``choices``, checked: an
+    unknown kind, choice or parameter is an error naming what is valid."""
+    from harness.host import get_host
+
+    when = cfg.get("when")
+    if not when:
+        return {}
+    host = get_host()
+    out: dict[str, dict[str, Any]] = {}
+    for kind, per_choice in when.items():
+        if kind not in KINDS:
+            raise ConfigError(f"when.{kind}: unknown kind; valid: {', '.join(f'when.{k}' for k in KINDS)}")
+        for name, values in (per_choice or {}).items():
+            try:
+                spec = host.info(kind, str(name)).spec
+            except KeyError as exc:
+                raise ConfigError(f"when.{kind}.{name}: {exc.args[0]}") from None
+            if not OmegaConf.is_dict(values):
+                raise ConfigError(f"when.{kind}.{name}={values!r}: give parameters, e.g. when.{kind}.{name}.PARAM=VALUE")
+            fields = [f.name for f in dataclasses.fields(spec.config)]
+            for key in values:
+                if key not in fields:
+                    raise ConfigError(
+                        f"when.{kind}.{name}.{key}: {kind} {name!r} has no parameter {key!r}; "
+                        f"valid: {', '.join(fields) or '(none)'}"
+                    )
+            if choices[kind] == name:
+                # Type-checked against the plugin's own config node, as `technique.ratio=` would be.
+                merged = OmegaConf.merge(cfg[kind], values) if OmegaConf.is_config(cfg[kind]) else values
+                out[kind] = {k: merged[k] for k in values}
+    return out
+
+
+def plugin_values(cfg: DictConfig, choices: dict[str, str] | None = None) -> dict[str, Any]:
+    """Each kind's plugin config values in ``cfg``, as plain containers, with the
+    chosen plugin's ``when.KIND.CHOICE.*`` values applied."""
+    values = {kind: OmegaConf.to_container(cfg[kind], resolve=True) or {} for kind in KINDS}
+    if cfg.get("when"):
+        for kind, own in _when_values(cfg, choices or choices_of(cfg)).items():
+            values[kind].update(OmegaConf.to_container(OmegaConf.create(own), resolve=True))
+    return values
 
 
 def config_hash_of(cfg: DictConfig, choices: dict[str, str]) -> str:
     """The config hash the run of ``cfg`` will be recorded under (without running it)."""
-    return experiment_identity(choices, plugin_values(cfg), int(cfg.seed))[3]
+    return experiment_identity(choices, plugin_values(cfg, choices), int(cfg.seed))[3]
 
 
 def record_for(cfg: DictConfig, choices: dict[str, str] | None = None) -> Record:
     """Run the experiment ``cfg`` describes and return its record."""
     choices = choices or choices_of(cfg)
+    values = plugin_values(cfg, choices)
     return run_experiment(
         choices,
-        plugin_values(cfg),
+        values,
         seed=int(cfg.seed),
         cache_dir=str(Path(cfg.cache_dir).expanduser().resolve()),
-        resolved_config_yaml=_job_config_yaml(cfg),
+        resolved_config_yaml=_job_config_yaml(cfg, values),
+        technique_cache=bool(cfg.get("technique_cache", True)),
     )
+
+
+def record_task(cfg: DictConfig) -> Record:
+    """What a sweep's workers run (inside Hydra's ``run_job``): the record, unwritten."""
+    return record_for(cfg)
 
 
 def run_name(record: Record) -> str:
@@ -72,7 +131,7 @@ def task(cfg: DictConfig) -> str:
 
     try:
         record = record_for(cfg)
-    except (CapabilityError, PluginError) as exc:  # refused before it started: one line, no run recorded
+    except (CapabilityError, PluginError, ConfigError) as exc:  # refused before it started: one line, no run recorded
         raise CompactHydraException(f"harness: {exc}") from exc
     tracker = MlflowTracker(cfg.tracking_uri or None, cfg.experiment_name)
     run_id = tracker.write(record, run_name(record))
@@ -81,3 +140,7 @@ def task(cfg: DictConfig) -> str:
     if record.status == FAILED:
         raise ExperimentFailed(f"run {run_id} FAILED in {record.error} (traceback.txt is in its artifacts)")
     return run_id
+
+
+#: The harness's driver-side hook for ``hydra/launcher=harness_ray`` (docs/ray.md).
+task.sweep_hook = "harness.launcher.harness_hook:HarnessSweepHook"

@@ -172,6 +172,58 @@ def cmd_ui(args: list[str]) -> int:
         return proc.wait()
 
 
+def _sweep_cfg_request(args: list[str]) -> tuple[str, bool, list[str]] | None:
+    """``(cfg_type, resolve, overrides)`` when ``args`` ask to print a sweep's configs
+    (``-m --cfg job ...``), which Hydra refuses ("Only one of --run, --multirun, --cfg")."""
+    if not {"-m", "--multirun"} & set(args):
+        return None
+    rest, cfg_type, resolve, i = [], None, False, 0
+    while i < len(args):
+        a = args[i]
+        if a in ("-m", "--multirun"):
+            pass
+        elif a in ("--cfg", "-c") and i + 1 < len(args):
+            cfg_type, i = args[i + 1], i + 1
+        elif a.startswith("--cfg="):
+            cfg_type = a.split("=", 1)[1]
+        elif a == "--resolve":
+            resolve = True
+        elif a.startswith("-"):
+            return None  # another Hydra flag: Hydra answers
+        else:
+            rest.append(a)
+        i += 1
+    return (cfg_type, resolve, rest) if cfg_type in ("job", "hydra", "all") else None
+
+
+def _print_sweep_configs(cfg_type: str, resolve: bool, overrides: list[str]) -> int:
+    """Each job's composed config, as ``--cfg`` prints one run's, headed by its overrides."""
+    import itertools
+
+    from hydra import compose, initialize_config_dir
+    from hydra.core.override_parser.overrides_parser import OverridesParser
+    from omegaconf import OmegaConf
+
+    from harness.config import conf_dir
+
+    parsed = OverridesParser.create().parse_overrides(overrides)
+    axes = []
+    for o in parsed:
+        key = o.get_key_element()
+        values = list(o.sweep_string_iterator()) if o.is_sweep_override() else [o.get_value_element_as_str()]
+        axes.append([f"{key}={v}" if not o.is_delete() or v else key for v in values])
+    with initialize_config_dir(version_base="1.3", config_dir=str(conf_dir()), job_name="harness"):
+        for num, job in enumerate(itertools.product(*axes)):
+            cfg = compose("config", overrides=list(job), return_hydra_config=cfg_type != "job")
+            if cfg_type == "hydra":
+                cfg = OmegaConf.create({"hydra": cfg.hydra})
+            elif cfg_type == "job" and "hydra" in cfg:
+                del cfg["hydra"]
+            print(f"# job {num}: {' '.join(job) or '(defaults)'}")
+            print(OmegaConf.to_yaml(cfg, resolve=resolve))
+    return 0
+
+
 def cmd_run(args: list[str]) -> int:
     import hydra
 
@@ -183,6 +235,12 @@ def cmd_run(args: list[str]) -> int:
         register_configs()
     except PluginError as exc:
         return _fail(str(exc), 1)
+    request = _sweep_cfg_request(args)
+    if request is not None:
+        try:
+            return _print_sweep_configs(*request)
+        except Exception as exc:  # a bad override: say which, as Hydra would
+            return _fail(f"run {' '.join(args)}: {type(exc).__name__}: {exc}", 1)
     entry = hydra.main(version_base="1.3", config_path=str(conf_dir()), config_name="config")(task)
     saved = sys.argv
     sys.argv = ["harness run", *args]

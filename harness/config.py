@@ -16,9 +16,9 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import json
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any, Dict, Mapping
 
 from harness.specs import KINDS
 
@@ -38,12 +38,18 @@ class HarnessConfig:
     tracking_uri: str = ""
     #: Where plugins cache reusable products (trained base models).
     cache_dir: str = ".harness_cache"
+    #: Compute each technique result once per workload, technique, configs, seed
+    #: and code, and reuse it for every accelerator (harness.technique_cache).
+    technique_cache: bool = True
     #: Dashboard spec rendered over a sweep when it ends (a preset names its own;
     #: ``harness dashboard --list``); empty: none. Not part of the config hash.
     dashboard: str = ""
     workload: Any = None
     technique: Any = None
     accelerator: Any = None
+    #: Parameters that apply only to one choice: ``when.KIND.CHOICE.PARAM=VALUE``
+    #: (``when.technique.admm.ratio=10,30``); see ``harness.app.plugin_values``.
+    when: Dict[str, Any] = field(default_factory=dict)
 
 
 def conf_dir() -> Path:
@@ -63,9 +69,15 @@ def register_configs(host=None) -> None:
 
     from harness.host import get_host
 
+    from omegaconf import OmegaConf
+
     host = host or get_host()
     cs = ConfigStore.instance()
-    cs.store(name="harness_schema", node=HarnessConfig)
+    schema = OmegaConf.structured(HarnessConfig)
+    # Open, unlike the rest: `when.technique.admm.ratio=10` needs no `+`. Its keys
+    # are checked against the installed plugins and their fields when applied.
+    OmegaConf.set_struct(schema.when, False)
+    cs.store(name="harness_schema", node=schema)
     for info in host.infos():
         cs.store(group=info.kind, name=info.name, node=info.spec.config, provider=info.distribution)
     # A broken plugin's names compose to an empty node, so a run choosing one reaches

@@ -127,7 +127,48 @@ class MlflowTracker:
                 path.write_bytes(data)
             self.client.log_artifacts(run_id, str(root))
 
+    def set_status(self, run_id: str, status: str) -> None:
+        """Mark a run terminated with ``status`` (FINISHED, FAILED, KILLED)."""
+        self.client.set_terminated(run_id, status=status)
+
+    def finish_run(self, run_id: str, status: str, tags: dict[str, str], files: dict[str, bytes]) -> None:
+        """Attach ``files`` and ``tags`` to an existing run, then mark it ``status`` (last)."""
+        from mlflow.entities import RunTag
+
+        if files:
+            self._log_artifacts(run_id, files)
+        if tags:
+            self.client.log_batch(run_id, tags=[RunTag(k, str(v)[:5000]) for k, v in tags.items()])
+        self.client.set_terminated(run_id, status=status)
+
+    # -- sweep parent runs ----------------------------------------------------
+    def find_sweep_parent(self, sweep_id: str) -> str | None:
+        """The newest parent run of sweep ``sweep_id`` (tag ``harness.sweep_id``), if any."""
+        found = self.client.search_runs(
+            [self.experiment_id],
+            filter_string=f"tags.`harness.sweep_id` = '{sweep_id}' and tags.`harness.sweep_parent` = 'true'",
+            order_by=["attributes.start_time DESC"],
+            max_results=1,
+        )
+        return found[0].info.run_id if found else None
+
+    def reopen_sweep_parent(self, run_id: str) -> None:
+        """A resumed sweep's parent is RUNNING again; children a killed driver left
+        half-written (RUNNING) are marked KILLED so they never look complete."""
+        self.client.update_run(run_id, status="RUNNING")
+        stale = self.client.search_runs(
+            [self.experiment_id],
+            filter_string=f"tags.`mlflow.parentRunId` = '{run_id}' and attributes.status = 'RUNNING'",
+            max_results=1000,
+        )
+        for run in stale:
+            self.client.set_terminated(run.info.run_id, status="KILLED")
+
     # -- reading ------------------------------------------------------------
+    def run_metrics(self, run_id: str) -> dict[str, float]:
+        """The latest value of each metric of a run."""
+        return dict(self.client.get_run(run_id).data.metrics)
+
     def finished_runs(self, config_hashes: Iterable[str] | None = None) -> dict[str, str]:
         """``{config_hash: run_id}`` of FINISHED runs in this experiment."""
         found: dict[str, str] = {}

@@ -1,4 +1,4 @@
-"""The Ray launcher (``hydra/launcher=ray``), end to end on a real Ray.
+"""The harness on ``hydra/launcher=harness_ray``, end to end on a real Ray.
 
 Every sweep here is a real ``harness run -m`` subprocess on a real Ray: a private
 local instance the launcher starts, or clusters the tests start with ``ray
@@ -24,7 +24,8 @@ from pathlib import Path
 
 import pytest
 
-from harness.launcher import Progress, RayLauncherImpl, sweep_id_of
+from harness.launcher import Progress, options_from
+from harness.launcher.harness_hook import sweep_id_of
 
 ROOT = Path(__file__).resolve().parent.parent
 BIN = Path(sys.executable).parent
@@ -220,11 +221,11 @@ def test_sweep_id_ignores_order_and_duplicates():
 
 def test_bad_options_name_the_value_and_what_is_valid():
     with pytest.raises(ValueError, match=r"cpus_per_job=0: must be > 0"):
-        RayLauncherImpl(cpus_per_job=0)
+        options_from({"cpus_per_job": 0})
     with pytest.raises(ValueError, match=r"max_concurrent=0"):
-        RayLauncherImpl(max_concurrent=0)
+        options_from({"max_concurrent": 0})
     with pytest.raises(ValueError, match=r"unknown option\(s\) \['adress'\]; valid: .*'address'"):
-        RayLauncherImpl(adress="auto")
+        options_from({"adress": "auto"})
 
 
 def test_progress_plain_lines_without_a_terminal():
@@ -253,7 +254,47 @@ def test_progress_rewrites_one_line_on_a_terminal():
     assert out.getvalue().count("\r") == 2 and out.getvalue().endswith("\n")
 
 
+def test_sweep_cfg_job_prints_each_jobs_config(tmp_path):
+    done = subprocess.run(
+        [str(BIN / "harness"), "run", "-m", "--cfg", "job", "seed=0,1", "technique=none,admm"],
+        cwd=tmp_path, env=_env(tmp_path), capture_output=True, text=True, timeout=120,
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+    heads = [line for line in done.stdout.splitlines() if line.startswith("# job ")]
+    assert heads == [
+        "# job 0: seed=0 technique=none", "# job 1: seed=0 technique=admm",
+        "# job 2: seed=1 technique=none", "# job 3: seed=1 technique=admm",
+    ]
+    assert done.stdout.count("\nseed: 1\n") == 2 and "ratio:" in done.stdout
+    assert not (tmp_path / "mlflow.db").exists(), "printing configs runs nothing"
+
+
+def test_plugins_that_cannot_work_together_fail_the_sweep_before_ray_starts(tmp_path):
+    done = _harness(tmp_path, "workload=spin", "workload.incompatible=false,true", "seed=0,1")
+    assert done.returncode == 2, done.stdout[-2000:] + done.stderr[-2000:]
+    assert "job #2 (workload=spin workload.incompatible=True seed=0 " in done.stderr
+    assert "): spin (incompatible=true) cannot run on this accelerator" in done.stderr
+    assert "2 of 4 jobs cannot run; nothing was started" in done.stderr
+    assert "Traceback" not in done.stderr
+    assert "[ray]" not in done.stdout and not (tmp_path / "mlflow.db").exists()
+
+
 # -- sweeps on a private local Ray ---------------------------------------------------
+def test_a_parameter_of_one_choice_sweeps_with_when_and_each_experiment_runs_once(tmp_path):
+    args = ["technique=none,admm", "when.technique.admm.ratio=10,30", "workload=digits_mlp"]
+    done = _harness(tmp_path, *args)
+    assert done.returncode == 0, _why(tmp_path, done)
+    assert "Sweep 4 jobs: 3 finished, 0 failed, 1 skipped" in done.stdout
+    assert "same config as job #0" in done.stdout
+    parents, children = _runs(tmp_path)
+    assert sorted((c.data.params["technique"], c.data.params.get("technique.ratio"), c.info.status) for c in children) == [
+        ("admm", "10.0", "FINISHED"), ("admm", "30.0", "FINISHED"), ("none", None, "FINISHED"),
+    ]
+    summary = _client(tmp_path).download_artifacts(parents[0].info.run_id, "sweep_summary.md", str(tmp_path))
+    assert f"`harness run -m {' '.join(args)} cache_dir=" in Path(summary).read_text(), "the full command line"
+
+
+
 def test_sweep_of_8_jobs_is_one_parent_with_8_finished_children_and_a_rerun_skips_them(tmp_path, short_tmp):
     args = [*SMALL, "seed=0,1,2,3", "workload.sparsity=0.0,0.5"]
     done = _harness(tmp_path, *args, env=_env(tmp_path, TMPDIR=str(short_tmp)))
@@ -293,24 +334,34 @@ def test_sweep_of_8_jobs_is_one_parent_with_8_finished_children_and_a_rerun_skip
 
 
 def test_a_failing_job_is_recorded_failed_and_the_others_finish(tmp_path):
-    done = _harness(tmp_path, *SMALL, "workload.distribution=uniform,bogus", "seed=0,1")
+    # A failure at run time (a plugin raising in a worker); invalid configs are refused on the driver instead.
+    args = ["workload=spin", "workload.fail=false,true", "seed=0,1"]
+    done = _harness(tmp_path, *args)
     assert done.returncode == 1
     assert "Sweep 4 jobs: 2 finished, 2 failed, 0 skipped" in done.stdout
-    assert "distribution='bogus': valid are uniform, gaussian, relu" in done.stdout
+    assert "failing on purpose" in done.stdout
     assert "2 of 4 jobs FAILED" in done.stderr
     assert "Traceback" not in done.stderr  # the summary says it all; tracebacks are in the runs
     parents, children = _runs(tmp_path)
     assert parents[0].info.status == "FAILED" and parents[0].data.tags["harness.sweep.failed"] == "2"
-    statuses = sorted((c.data.params["workload.distribution"], c.info.status) for c in children)
-    assert statuses == [("bogus", "FAILED"), ("bogus", "FAILED"), ("uniform", "FINISHED"), ("uniform", "FINISHED")]
+    statuses = sorted((c.data.params["workload.fail"], c.info.status) for c in children)
+    assert statuses == [("False", "FINISHED"), ("False", "FINISHED"), ("True", "FAILED"), ("True", "FAILED")]
     failed = next(c for c in children if c.info.status == "FAILED")
     tb = Path(_client(tmp_path).download_artifacts(failed.info.run_id, "traceback.txt", str(tmp_path))).read_text()
-    assert "ValueError" in tb and "bogus" in tb
+    assert "RuntimeError" in tb and "failing on purpose" in tb
 
     # A resume reruns only the FAILED ones (they fail again, once each).
-    again = _harness(tmp_path, *SMALL, "workload.distribution=uniform,bogus", "seed=0,1")
+    again = _harness(tmp_path, *args)
     assert again.returncode == 1
     assert "Sweep 4 jobs: 0 finished, 2 failed, 2 skipped" in again.stdout
+
+
+def test_an_invalid_config_in_a_sweep_is_refused_before_ray_starts(tmp_path):
+    done = _harness(tmp_path, *SMALL, "workload.distribution=uniform,bogus")
+    assert done.returncode != 0
+    assert "workload.distribution='bogus'" in done.stderr and "uniform" in done.stderr
+    assert "nothing was started" in done.stderr and "Traceback" not in done.stderr
+    assert "[ray]" not in done.stdout + done.stderr
 
 
 def test_numba_threads_follow_cpus_per_job_and_kernels_stay_warm(tmp_path):

@@ -1,1 +1,1 @@
-"""Hydra plugin registration of ``hydra/launcher=ray`` (logic in :mod:`harness.launcher`)."""
+"""Hydra plugin registration of ``hydra/launcher=harness_ray`` (logic in :mod:`harness.launcher`)."""

@@ -9,7 +9,9 @@ test suites never see it). A job can
 * ``sleep`` seconds, to be slow without using CPU;
 * spin a numba kernel for ``iterations`` million steps: fixed CPU work (about
   1.5 ns a step here), the same on every launcher, for efficiency measurements;
-* ``fail=true``: raise in ``build``, like a broken plugin.
+* ``fail=true``: raise in ``build``, like a broken plugin;
+* ``incompatible=true``: refuse the combination when its config is built
+  (:class:`~harness.specs.CapabilityError`), like plugins that cannot work together.
 
 Metrics say how the kernel was obtained in this job (``spin/kernel_source``:
 0 already compiled in this worker process, 1 loaded from the NUMBA_CACHE_DIR
@@ -28,7 +30,7 @@ import numpy as np
 
 from harness import hookimpl
 from harness.optrace import Op, OpTrace
-from harness.specs import WorkloadSpec
+from harness.specs import CapabilityError, WorkloadSpec
 
 
 @numba.njit(cache=True)
@@ -51,6 +53,11 @@ class SpinConfig:
     sleep: float = 0.0
     marker_dir: str = ""
     fail: bool = False
+    incompatible: bool = False
+
+    def __post_init__(self):
+        if self.incompatible:
+            raise CapabilityError("spin (incompatible=true) cannot run on this accelerator: it needs a capability none provides")
 
 
 @dataclass

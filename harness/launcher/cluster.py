@@ -1,0 +1,138 @@
+"""Ray's lifecycle for one launch: a private local Ray, or a cluster joined by address.
+
+The private Ray listens on 127.0.0.1 only, starts no dashboard, sends no usage
+stats and writes no auth token into the home folder; its session folder is a
+fresh temporary folder removed at the end. ``address="local"`` makes sure a
+``RAY_ADDRESS`` or a cluster recorded by ``ray start`` is never joined by
+accident. Joining a cluster passes no ``num_cpus``/``object_store_memory`` (Ray
+refuses them then) and leaves the cluster running.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import shutil
+import tempfile
+import time
+from typing import Optional
+
+from harness.launcher.config import HarnessRayLauncherConf
+
+__all__ = ["LOCAL_RAY_ENV", "Cluster"]
+
+#: Environment of a private local Ray (see shared/STACK.md): loopback-only
+#: listeners, no token under the home folder, no usage reporting.
+LOCAL_RAY_ENV = {
+    "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER": "0",
+    "RAY_AUTH_MODE": "disabled",
+    "RAY_USAGE_STATS_ENABLED": "0",
+}
+
+
+def _force_loopback() -> None:
+    """Make a local Ray bind 127.0.0.1 even if ray was imported before our env was set.
+
+    ``ray_constants.ENABLE_RAY_CLUSTER`` is what the env variable sets at import
+    time; tests/test_launcher_loopback.py checks the listeners, so a Ray upgrade
+    that moves it fails loudly instead of silently listening on all interfaces.
+    """
+    from ray._private import ray_constants
+
+    ray_constants.ENABLE_RAY_CLUSTER = False
+
+
+def _short_temp_root() -> str:
+    """The system temp folder, unless too long for Ray's unix sockets (107 bytes)."""
+    root = tempfile.gettempdir()
+    return root if len(root) <= 32 else "/tmp"
+
+
+def _remove_tree(path: str, patience: float = 5.0) -> None:
+    """Remove Ray's session folder; its exiting processes may still write logs into it."""
+    deadline = time.monotonic() + patience
+    while True:
+        shutil.rmtree(path, ignore_errors=True)
+        time.sleep(0.3)
+        if not os.path.exists(path) or time.monotonic() > deadline:
+            return
+
+
+#: The cluster this process joined by address and stays connected to: a sweeper
+#: that launches several batches reuses the connection, and with it Ray's warm
+#: worker processes (Ray's workers belong to one driver connection).
+_joined = {"address": None}
+
+
+class Cluster:
+    """Where a launch runs its jobs: :meth:`start` connects, :meth:`stop` undoes it.
+
+    A private Ray is stopped at the end of every launch; a joined cluster stays
+    connected until the process exits or a launch asks for another address.
+    """
+
+    def __init__(self, opts: HarnessRayLauncherConf):
+        self.opts = opts
+        self.ray = None
+        self.started_here = False  # we called ray.init (so we call ray.shutdown)
+        self.address = ""
+        self._made_temp: Optional[str] = None
+
+    @property
+    def local(self) -> bool:
+        return self.opts.address is None
+
+    def start(self):
+        """Connect (starting a private Ray if no address) and return the ray module."""
+        if self.local:
+            # Ray reads RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER once, when first imported.
+            os.environ.update(LOCAL_RAY_ENV)
+        import ray
+
+        self.ray = ray
+        if ray.is_initialized() and _joined["address"] is not None and _joined["address"] != self.opts.address:
+            ray.shutdown()  # joined elsewhere by an earlier launch
+            _joined["address"] = None
+        if not ray.is_initialized():
+            if self.local:
+                self._start_private(ray)
+                self.started_here = True
+            else:
+                ray.init(address=self.opts.address, log_to_driver=self.opts.log_to_driver, logging_level=logging.WARNING)
+                _joined["address"] = self.opts.address
+        try:
+            self.address = ray.get_runtime_context().gcs_address
+        except Exception:  # Ray Client connections do not expose it
+            self.address = str(self.opts.address)
+        return ray
+
+    def _start_private(self, ray) -> None:
+        _force_loopback()
+        temp_dir = self.opts.temp_dir or tempfile.mkdtemp(prefix="harness-ray-", dir=_short_temp_root())
+        self._made_temp = None if self.opts.temp_dir else temp_dir
+        try:
+            ray.init(
+                address="local",
+                num_cpus=self.opts.num_cpus or os.cpu_count() or 1,
+                object_store_memory=self.opts.object_store_memory,
+                include_dashboard=False,
+                _temp_dir=temp_dir,
+                log_to_driver=self.opts.log_to_driver,
+                logging_level=logging.WARNING,
+            )
+        except BaseException:
+            self.stop()
+            raise
+
+    def capacity(self) -> int:
+        """Jobs that can run at once with ``cpus_per_job`` each."""
+        cpus = float(self.ray.cluster_resources().get("CPU", 0.0))
+        return max(1, int(cpus // self.opts.cpus_per_job))
+
+    def stop(self) -> None:
+        if self.ray is not None and self.started_here:
+            self.ray.shutdown()
+            self.started_here = False
+        if self._made_temp:
+            _remove_tree(self._made_temp)
+            self._made_temp = None

@@ -1,0 +1,207 @@
+"""The driver loop: compose each job, let the hook look, run the rest on Ray, collect.
+
+Jobs are composed on the driver (as Hydra's own Ray launcher does), so a hook
+sees every job's config before anything starts and workers need no config
+files. Results are collected with ``ray.wait`` as they finish, never with one
+``ray.get`` over the list, which raises on the first failure and drops the rest.
+A job whose worker process or node died more than ``max_retries`` times, or whose
+task raised outside ``run_job``, comes back as a FAILED ``JobReturn`` saying so.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import time
+import uuid
+from pathlib import Path
+from typing import Any, Dict, List, Optional, Sequence
+
+from omegaconf import OmegaConf, open_dict
+
+from harness.launcher.cluster import Cluster
+from harness.launcher.hooks import Job
+from harness.launcher.progress import Progress
+
+__all__ = ["JobLost", "launch"]
+
+log = logging.getLogger("harness.launcher")
+
+
+class JobLost(RuntimeError):
+    """A job produced no result: its worker died too often, or Ray could not run it."""
+
+
+def _compose(launcher, overrides: Sequence[str], idx: int) -> Job:
+    config = launcher.hydra_context.config_loader.load_sweep_config(launcher.config, list(overrides))
+    with open_dict(config):
+        config.hydra.job.id = f"{config.hydra.job.name}_{idx}"
+        config.hydra.job.num = idx
+    return Job(idx=idx, overrides=list(overrides), config=config)
+
+
+def _job_dir(job: Job) -> str:
+    from hydra.core.hydra_config import HydraConfig
+
+    HydraConfig.instance().set_config(job.config)
+    sweep = job.config.hydra.sweep
+    return os.path.abspath(os.path.join(str(sweep.dir), str(sweep.subdir)))
+
+
+def _return_without_run(job: Job, status, value: Any):
+    """A ``JobReturn`` for a job that did not run (skipped) or produced nothing (lost)."""
+    from hydra.core.utils import JobReturn
+
+    ret = JobReturn(
+        overrides=list(OmegaConf.to_container(job.config.hydra.overrides.task)),
+        cfg=job.task_config(),
+        hydra_cfg=job.config,
+        working_dir=_job_dir(job),
+        task_name=str(job.config.hydra.job.name),
+        status=status,
+        _return_value=value,
+    )
+    return ret
+
+
+def launch(launcher, job_overrides: Sequence[Sequence[str]], initial_job_idx: int) -> List[Any]:
+    """Run one batch of jobs; returns their ``JobReturn``s in order."""
+    from hydra.core.utils import JobStatus, configure_log, filter_overrides, setup_globals
+
+    setup_globals()
+    config, opts, hook = launcher.config, launcher.opts, launcher.hook
+    configure_log(config.hydra.hydra_logging, config.hydra.verbose)
+    t_start = time.monotonic()
+    sweep_dir = Path(str(config.hydra.sweep.dir))
+    sweep_dir.mkdir(parents=True, exist_ok=True)
+    log.info(f"harness_ray launcher: {len(job_overrides)} jobs, sweep output dir: {sweep_dir}")
+
+    jobs = [_compose(launcher, ov, initial_job_idx + i) for i, ov in enumerate(job_overrides)]
+    for job in jobs:
+        log.info(f"\t#{job.idx} : {' '.join(filter_overrides(job.overrides))}")
+    if hook is not None:
+        hook.before_launch(jobs)
+    todo = [job for job in jobs if not job.skipped]
+    t_composed = t_ray = t_done = time.monotonic()
+
+    progress = Progress(len(jobs), len(jobs) - len(todo), enabled=opts.progress)
+    cluster = Cluster(opts)
+    where: Dict[str, str] = {}
+    try:
+        if todo:
+            ray = cluster.start()
+            t_ray = time.monotonic()
+            where = {"ray_address": cluster.address, "ray_started_here": str(cluster.local).lower()}
+            progress.start = t_ray
+            _run(launcher, ray, cluster, todo, progress)
+            t_done = time.monotonic()
+    except BaseException as exc:
+        if hook is not None:
+            try:
+                hook.on_abort(exc)
+            except Exception:  # the original error matters more
+                log.exception("sweep hook failed while aborting")
+        raise
+    finally:
+        progress.close()
+        cluster.stop()
+    t_end = time.monotonic()
+    for job in jobs:
+        if job.skipped:
+            job.result = _return_without_run(job, JobStatus.COMPLETED, job.skip_value)
+    timings = {
+        "compose_s": t_composed - t_start,
+        "ray_startup_s": t_ray - t_composed,
+        # From Ray ready to the last result handled; shutdown is timed on its own.
+        "jobs_wall_s": max(t_done, t_ray) - t_ray,
+        "ray_shutdown_s": t_end - max(t_done, t_ray),
+        "total_s": t_end - t_start,
+    }
+    if hook is not None:
+        hook.after_launch(jobs, timings, where)
+    return [job.result for job in jobs]
+
+
+def _run(launcher, ray, cluster: Cluster, todo: List[Job], progress: Progress) -> None:
+    from hydra.core.singleton import Singleton
+    from hydra.core.utils import JobStatus
+
+    from harness.launcher.remote import execute_job
+
+    opts, hook = launcher.opts, launcher.hook
+    task = hook.worker_task(launcher.task_function) if hook is not None else launcher.task_function
+    shared = [ray.put({"singleton_state": Singleton.get_state(), "hydra_context": launcher.hydra_context, "task_function": task})]
+    key = uuid.uuid4().hex
+    threads = str(max(1, int(opts.cpus_per_job)))
+    env = {"NUMBA_NUM_THREADS": threads, "OMP_NUM_THREADS": threads, **(hook.job_env() if hook is not None else {})}
+    if opts.numba_cache_dir:
+        path = os.path.expanduser(str(opts.numba_cache_dir))
+        # A private Ray's workers share this machine; on a cluster a relative path
+        # is taken relative to each worker's working folder.
+        env["NUMBA_CACHE_DIR"] = str(Path(path).resolve()) if cluster.local else path
+    env.update({str(k): str(v) for k, v in (opts.env_vars or {}).items()})
+    remote = ray.remote(execute_job).options(
+        num_cpus=opts.cpus_per_job,
+        max_retries=opts.max_retries,
+        retry_exceptions=False,  # a task that raises is a FAILED job, not retried
+        runtime_env={"env_vars": env},
+    )
+    driver_cwd = os.getcwd()
+    queue = list(todo)
+    in_flight: Dict[Any, Job] = {}
+    done = failed = 0
+    capacity, checked = cluster.capacity(), time.monotonic()
+
+    def cap() -> int:
+        # One job queued per free slot keeps workers busy while the driver handles results.
+        return opts.max_concurrent or 2 * capacity
+
+    def running() -> int:
+        return min(len(in_flight), capacity, opts.max_concurrent or capacity)
+
+    def submit() -> None:
+        while queue and len(in_flight) < cap():
+            job = queue.pop(0)
+            in_flight[remote.remote(key, shared, job.config, driver_cwd)] = job
+
+    while queue or in_flight:
+        submit()
+        progress.update(done, failed, running())
+        ready, _ = ray.wait(list(in_flight), num_returns=1, timeout=1.0)
+        if not ready:
+            if time.monotonic() - checked > 5.0:
+                capacity, checked = cluster.capacity(), time.monotonic()
+            continue
+        # Take everything already done, refill the queue first, then handle results.
+        ready, _ = ray.wait(list(in_flight), num_returns=len(in_flight), timeout=0)
+        finished = [(ref, in_flight.pop(ref)) for ref in ready]
+        submit()
+        for ref, job in finished:
+            job.result = _result(ray, ref, job, opts.max_retries)
+            if hook is not None:
+                hook.on_result(job, job.result)
+            if job.result.status == JobStatus.COMPLETED:
+                done += 1
+            else:
+                failed += 1
+        progress.update(done, failed, running(), force=True)
+
+
+def _result(ray, ref, job: Job, max_retries: int):
+    """The job's ``JobReturn``, or a FAILED one saying why there is none."""
+    from hydra.core.utils import JobStatus
+    from ray.exceptions import RayTaskError
+
+    try:
+        return ray.get(ref)
+    except RayTaskError as exc:  # raised outside run_job's own error handling
+        cause = exc.cause if getattr(exc, "cause", None) is not None else exc
+        error = JobLost(f"job setup: {type(cause).__name__}: {cause}")
+        job.meta["traceback"] = str(exc)
+    except Exception as exc:  # the worker process or node died more than max_retries times
+        first = str(exc).splitlines()[0] if str(exc) else ""
+        error = JobLost(
+            f"worker lost: {type(exc).__name__} after {max_retries} retries (hydra.launcher.max_retries): {first}"
+        )
+        job.meta["traceback"] = f"{type(exc).__name__}: {exc}"
+    return _return_without_run(job, JobStatus.FAILED, error)

@@ -1,0 +1,273 @@
+"""The harness's :class:`~harness.launcher.hooks.SweepHook`: single writer, resume, sweep parent.
+
+* **Single writer.** Workers run :func:`harness.app.record_task` inside
+  ``run_job`` and return the record; the driver writes each to MLflow as it
+  arrives, so a job retried after its worker died is recorded once, with no
+  shared filesystem or lock, and sqlite never sees two writers.
+* **Identity first.** Before Ray starts, every job's config hash is computed
+  with the runner's own code (:func:`harness.app.config_hash_of`). A
+  :class:`~harness.specs.CapabilityError` (plugins that cannot work together)
+  fails the whole sweep there; other config errors are left for the worker to
+  report as a FAILED run. Jobs with the same hash run once.
+* **Resume.** Jobs whose hash already has a FINISHED run are skipped
+  (``hydra.launcher.resume=false`` reruns them).
+* **Parent.** One parent run per sweep, keyed by the set of job hashes, reused
+  on resume; it ends with the summary table.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import sys
+import time
+import traceback
+from pathlib import Path
+from typing import Any, Dict, Optional, Sequence
+
+from omegaconf import OmegaConf
+
+from harness.launcher import summary
+from harness.launcher.hooks import Job, SweepHook
+
+__all__ = ["HarnessSweepHook", "SweepFailed", "sweep_id_of"]
+
+log = logging.getLogger("harness.launcher")
+
+
+class SweepFailed(SystemExit):
+    """Ends ``harness run -m`` with a status once the summary has said what went wrong.
+
+    Raised instead of returning FAILED results, so Hydra's sweeper does not print
+    its own "Error executing job with overrides" naming only the first failure.
+    """
+
+
+def sweep_id_of(config_hashes: Sequence[str]) -> str:
+    """A sweep's identity: the set of its jobs' config hashes (order and spelling free)."""
+    import hashlib
+
+    blob = ",".join(sorted(set(config_hashes)))
+    return hashlib.sha256(blob.encode()).hexdigest()[:16]
+
+
+class HarnessSweepHook(SweepHook):
+    """Driver side of a harness sweep on ``hydra/launcher=harness_ray``."""
+
+    def setup(self, *, config, options, task_function) -> None:
+        self.config, self.opts = config, options
+        self.tracker = None
+        self.parent_id: Optional[str] = None
+        self.sweep_id = ""
+        self.rows: Dict[int, summary.Row] = {}
+
+    # -- before launch ------------------------------------------------------
+    def before_launch(self, jobs: Sequence[Job]) -> None:
+        from hydra.core.hydra_config import HydraConfig
+
+        from harness.app import config_hash_of
+        from harness.host import PluginError
+        from harness.specs import KINDS, CapabilityError
+        from harness.validation import ConfigError
+        from harness.tracking import MlflowTracker
+
+        refused = []
+        self.rows = {}  # one batch (the harness's sweeps are one batch unless max_batch_size is set)
+        for job in jobs:
+            HydraConfig.instance().set_config(job.config)
+            choices = {kind: str(job.config.hydra.runtime.choices[kind]) for kind in KINDS}
+            row = self.rows[job.idx] = summary.Row(job.idx, list(job.overrides))
+            job.meta.update(choices=choices, row=row)
+            try:
+                row.config_hash = config_hash_of(job.config, choices)
+            except (CapabilityError, ConfigError, PluginError) as exc:  # refused on the driver, before Ray
+                refused.append(f"job #{job.idx} ({' '.join(summary.user_overrides(job.overrides)) or 'defaults'}): {exc}")
+            except Exception as exc:  # a value the plugin rejects: the worker reports it as a FAILED run
+                row.note = f"config hash not computable: {exc}"
+        if refused:
+            for line in refused:
+                print(f"harness: {line}", file=sys.stderr)
+            print(f"harness: {len(refused)} of {len(jobs)} jobs cannot run; nothing was started", file=sys.stderr, flush=True)
+            raise SweepFailed(2)
+
+        destinations = {(str(j.config.get("tracking_uri") or ""), str(j.config.experiment_name)) for j in jobs}
+        if len(destinations) > 1:
+            names = ", ".join(sorted(f"{e!r} at {u or 'default'}" for u, e in destinations))
+            raise ValueError(
+                f"hydra/launcher=harness_ray: the jobs of one sweep must go to one MLflow experiment; got {names}. "
+                "Run one sweep per experiment (tracking_uri / experiment_name)."
+            )
+        tracking_uri, experiment_name = destinations.pop()
+
+        first_of: Dict[str, Job] = {}
+        for job in jobs:
+            row = job.meta["row"]
+            if not row.config_hash:
+                continue
+            if row.config_hash in first_of:
+                row.status, row.note = summary.SKIPPED, f"same config as job #{first_of[row.config_hash].idx}"
+            else:
+                first_of[row.config_hash] = job
+        self.sweep_id = sweep_id_of([r.config_hash for r in self.rows.values() if r.config_hash])
+        self.tracker = MlflowTracker(tracking_uri or None, experiment_name)
+        if self.opts.resume:
+            finished = self.tracker.finished_runs([r.config_hash for r in self.rows.values() if r.config_hash])
+            for row in self.rows.values():
+                if not row.status and row.config_hash in finished:
+                    row.status, row.run_id, row.note = summary.SKIPPED, finished[row.config_hash], "finished earlier"
+        self.parent_id, reused = self._parent_run(len(jobs))
+        for job in jobs:
+            row = job.meta["row"]
+            if row.status == summary.SKIPPED:
+                job.skip(row.run_id or None)
+        for job in jobs:  # a duplicate's result is its twin's run, once known
+            if job.skipped and not job.skip_value:
+                job.meta["twin"] = first_of[job.meta["row"].config_hash]
+        todo = sum(1 for j in jobs if not j.skipped)
+        log.info(
+            "Sweep %s: %d jobs, %d to run, %d skipped; parent run %s%s in experiment %r",
+            self.sweep_id[:8], len(jobs), todo, len(jobs) - todo, self.parent_id, " (resumed)" if reused else "",
+            experiment_name,
+        )
+
+    def _command(self) -> str:
+        task = OmegaConf.select(self.config, "hydra.overrides.task") or []
+        hydra = OmegaConf.select(self.config, "hydra.overrides.hydra") or []
+        return summary.command_line(list(task), list(hydra))
+
+    def _parent_run(self, njobs: int) -> tuple[str, bool]:
+        if self.opts.resume:
+            found = self.tracker.find_sweep_parent(self.sweep_id)
+            if found:
+                self.tracker.reopen_sweep_parent(found)
+                return found, True
+        task = " ".join(str(o) for o in (OmegaConf.select(self.config, "hydra.overrides.task") or []))
+        tags = {
+            "harness.sweep_id": self.sweep_id,
+            "harness.sweep_parent": "true",
+            "harness.sweep_overrides": task,
+            "harness.sweep_command": self._command(),
+            "harness.sweep_jobs": str(njobs),
+            "harness.launcher": "harness_ray",
+            "mlflow.note.content": f"Sweep of {njobs} jobs: {self._command()}",
+        }
+        return self.tracker.create_run(f"sweep-{self.sweep_id[:8]}", tags=tags), False
+
+    # -- on the workers -----------------------------------------------------------
+    def job_env(self) -> Dict[str, str]:
+        """Numba kernels cached under ``cache_dir/numba`` unless the launcher says otherwise."""
+        if self.opts.numba_cache_dir:
+            return {}
+        path = os.path.join(os.path.expanduser(str(self.config.cache_dir)), "numba")
+        # A private Ray's workers share the driver's folder; on a cluster a relative
+        # path is taken relative to each worker's working folder.
+        return {"NUMBA_CACHE_DIR": str(Path(path).resolve()) if self.opts.address is None else path}
+
+    def worker_task(self, task_function):
+        from harness.app import record_task
+
+        return record_task
+
+    # -- results --------------------------------------------------------------------
+    def on_result(self, job: Job, result: Any) -> None:
+        from hydra.core.utils import JobStatus
+
+        from harness.app import run_name
+        from harness.record import FAILED, Record
+        from harness.runner import ExperimentFailed
+
+        value = result._return_value
+        if result.status == JobStatus.COMPLETED and isinstance(value, Record):
+            record = value
+        else:
+            record = self._failed_record(job, value)
+        record.tags.update(
+            {
+                "harness.sweep_id": self.sweep_id,
+                "harness.job_num": str(job.idx),
+                "harness.job_overrides": " ".join(job.overrides),
+                "harness.launcher": "harness_ray",
+                "harness.job_dir": str(result.working_dir or ""),
+            }
+        )
+        name = run_name(record) if "workload" in record.params else f"job-{job.idx}"
+        row = job.meta["row"]
+        row.run_id = self.tracker.write(record, name, parent_run_id=self.parent_id)
+        row.status, row.note, row.metrics = record.status, record.error or "", dict(record.metrics)
+        if record.status == FAILED:
+            result.status = JobStatus.FAILED
+            result.return_value = ExperimentFailed(f"run {row.run_id} FAILED in {record.error}")
+        else:
+            result.status = JobStatus.COMPLETED
+            result.return_value = row.run_id
+
+    def _failed_record(self, job: Job, value: Any):
+        """A FAILED record for a job that returned no record (lost worker, setup error)."""
+        from harness.record import FAILED, Record
+
+        if isinstance(value, BaseException):
+            error = f"{type(value).__name__}: {value}" if type(value).__name__ != "JobLost" else str(value)
+            tb = job.meta.get("traceback") or "".join(traceback.format_exception(value))
+        else:
+            error = tb = f"the task returned {type(value).__name__}, not a harness Record"
+        now = int(time.time() * 1000)
+        record = Record(status=FAILED, error=error, start_ms=now, end_ms=now)
+        plain = job.task_config()
+        record.params.update({"seed": str(plain.get("seed", "")), **job.meta["choices"]})
+        if job.meta["row"].config_hash:
+            record.tags["harness.config_hash"] = job.meta["row"].config_hash
+        record.artifacts["traceback.txt"] = tb.encode()
+        record.artifacts["config.yaml"] = OmegaConf.to_yaml(plain, resolve=True).encode()
+        return record
+
+    # -- the end ----------------------------------------------------------------------
+    def after_launch(self, jobs: Sequence[Job], timings: Dict[str, float], cluster: Dict[str, str]) -> None:
+        for job in jobs:
+            row = job.meta["row"]
+            twin = job.meta.get("twin")
+            if twin is not None:
+                row.run_id = twin.meta["row"].run_id
+                job.result.return_value = row.run_id
+            if row.status == summary.SKIPPED and row.run_id and not row.metrics:
+                try:
+                    row.metrics = self.tracker.run_metrics(row.run_id)
+                except Exception:  # the summary is informative; never fail a sweep over it
+                    pass
+        rows = [job.meta["row"] for job in jobs]
+        counts = summary.counts(rows)
+        keys = summary.key_metrics(rows, self.opts.summary_metrics)
+        files = {
+            "sweep_summary.md": summary.markdown(rows, self.sweep_id, self._command(), keys).encode(),
+            "sweep_summary.json": summary.to_json(rows).encode(),
+        }
+        tags = {
+            "harness.sweep.finished": counts["FINISHED"],
+            "harness.sweep.failed": counts["FAILED"],
+            "harness.sweep.skipped": counts[summary.SKIPPED],
+            **{f"harness.sweep.{k}": f"{v:.3f}" for k, v in timings.items()},
+            **{f"harness.sweep.{k}": v for k, v in cluster.items()},
+        }
+        self.tracker.finish_run(self.parent_id, "FAILED" if counts["FAILED"] else "FINISHED", tags, files)
+        where = (
+            f"parent run {self.parent_id} in experiment {self.tracker.experiment_name!r} at {self.tracker.tracking_uri}"
+        )
+        print(summary.text(rows, keys, timings, where), flush=True)
+        # The preset's dashboard (`dashboard:`), filed with the parent run; a failure only warns.
+        from harness.dashboard import render_after_sweep
+
+        dashboard = str(self.config.get("dashboard") or "")
+        render_after_sweep(self.tracker.tracking_uri, self.tracker.experiment_name, self.sweep_id, dashboard)
+        if counts["FAILED"]:
+            bad = ", ".join(f"#{r.idx}" for r in rows if r.status == "FAILED")
+            print(
+                f"harness: {counts['FAILED']} of {len(rows)} jobs FAILED (jobs {bad}); each FAILED run has "
+                f"traceback.txt in its artifacts; the parent run {self.parent_id} has the sweep summary",
+                file=sys.stderr,
+                flush=True,
+            )
+            raise SweepFailed(1)
+
+    def on_abort(self, error: BaseException) -> None:
+        """Ctrl-C or a driver error: the parent must not stay RUNNING; rerunning resumes."""
+        if self.tracker is not None and self.parent_id:
+            self.tracker.set_status(self.parent_id, "KILLED")
