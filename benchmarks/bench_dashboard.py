@@ -30,12 +30,12 @@ SPEC = """
 title: "Benchmark: 1,000-run co-design sweep"
 select: {experiment: bench, sweep: latest}
 panels:
-  - {kind: scatter, x: accelerator/energy_uj, y: eval/accuracy, color: technique.ratio, pareto: true, log_x: true}
-  - {kind: scatter, x: technique/accuracy_drop, y: technique/compression_ratio, color: accelerator, facet: accelerator.variant}
+  - {kind: scatter, x: accelerator/energy_pj, y: eval/accuracy, color: technique.ratio, pareto: true, log_x: true}
+  - {kind: scatter, x: technique/accuracy_drop_points, y: technique/compression_ratio, color: accelerator, facet: accelerator.variant}
   - {kind: line, x: accelerator.stream_length, y: eval/accuracy, color: accelerator.variant, reference: eval/accuracy_exact}
   - {kind: curves, metric: train/loss, color: technique.ratio, max_runs: 40}
   - {kind: claims}
-  - {kind: table, columns: [run, technique.ratio, accelerator.variant, accelerator.stream_length, eval/accuracy, accelerator/energy_uj], sort: -eval/accuracy}
+  - {kind: table, columns: [run, technique.ratio, accelerator.variant, accelerator.stream_length, eval/accuracy, accelerator/energy_pj], sort: -eval/accuracy}
 """
 
 
@@ -60,9 +60,9 @@ def make_store(root: Path, n: int) -> str:
                   "technique.ratio": str(ratio), "technique.method": "progressive_admm", "technique.quant_bits": "0",
                   "technique.projection": "irregular", "accelerator.variant": variant,
                   "accelerator.stream_length": str(length), "accelerator.scheme": "exclusive"}
-        metrics = {"eval/accuracy": acc, "eval/accuracy_exact": 0.98, "accelerator/energy_uj": 0.5 * length / ratio,
+        metrics = {"eval/accuracy": acc, "eval/accuracy_exact": 0.98, "accelerator/energy_pj": 5e5 * length / ratio,
                    "accelerator/tops_per_w": 3000 + 10 * rng.random(), "technique/compression_ratio": ratio * 0.98,
-                   "technique/accuracy_drop": 100 * (0.98 - acc), "technique/dense_accuracy": 0.98}
+                   "technique/accuracy_drop_points": 100 * (0.98 - acc), "technique/dense_accuracy": 0.98}
         run = client.create_run(exp, start_time=now + i, run_name=f"job-{i}",
                                 tags={"harness.sweep_id": sweep, "mlflow.parentRunId": parent})
         batch = [Metric(k, v, now, 0) for k, v in metrics.items()]

@@ -27,7 +27,10 @@ from harness.runner import ExperimentFailed, experiment_identity, format_summary
 from harness.specs import KINDS
 from harness.validation import ConfigError
 
-__all__ = ["ConfigError", "choices_of", "config_hash_of", "plugin_values", "record_for", "record_task", "run_name", "task"]
+__all__ = [
+    "ConfigError", "choices_of", "config_hash_of", "label_single_run", "plugin_values", "record_for", "record_task",
+    "run_name", "task",
+]
 
 log = logging.getLogger("harness")
 
@@ -116,9 +119,38 @@ def record_task(cfg: DictConfig) -> Record:
     return record_for(cfg)
 
 
-def run_name(record: Record) -> str:
+def run_name(record: Record, overrides: list[str] | None = None) -> str:
+    """A single run's name: its plugins, the overrides given, the seed (:mod:`harness.naming`)."""
+    from harness.naming import parse_overrides, run_name as name_of
+
     p = record.params
-    return f"{p['workload']}-{p['technique']}-{p['accelerator']}-s{p['seed']}"
+    return name_of({kind: p.get(kind, "?") for kind in KINDS}, p.get("seed", "?"), parse_overrides(overrides or []))
+
+
+def label_single_run(record: Record, overrides: list[str]) -> str:
+    """Give a single run (``harness run`` without ``-m``) its description tag; return its name."""
+    import shlex
+
+    from harness.naming import describe_run, parse_overrides
+
+    given = {k: v for k, v in parse_overrides(overrides).items() if k not in KINDS and k != "seed"}
+    record.tags.setdefault(
+        "mlflow.note.content",
+        describe_run(
+            " ".join(["harness", "run", *(shlex.quote(str(o)) for o in overrides)]),
+            {kind: record.params.get(kind, "?") for kind in KINDS},
+            record.params.get("seed", "?"),
+            record.config_hash,
+            record.tags.get("mlflow.source.git.commit", ""),
+            record.tags.get("harness.git_dirty", ""),
+            given,
+        ),
+    )
+    return run_name(record, overrides)
+
+
+class RecordPending(RuntimeError):
+    """The run's record could not be written and is kept on disk (the message says where)."""
 
 
 def task(cfg: DictConfig) -> str:
@@ -129,12 +161,33 @@ def task(cfg: DictConfig) -> str:
     from harness.specs import CapabilityError
     from harness.tracking import MlflowTracker
 
+    from harness.store import PendingRecord, flush_pending, keep_pending
+
     try:
-        record = record_for(cfg)
+        choices = choices_of(cfg)
+        config_hash_of(cfg, choices)  # refuse a bad config before the store is even opened
+        # The store first: a bad one fails in seconds, before anything trains (harness.store).
+        tracker = MlflowTracker(cfg.tracking_uri or None, cfg.experiment_name)
+        cache_dir = str(Path(cfg.cache_dir).expanduser().resolve())
+        flush_pending(cache_dir, tracker.tracking_uri)  # records an earlier run could not write
+        record = record_for(cfg, choices)
     except (CapabilityError, PluginError, ConfigError) as exc:  # refused before it started: one line, no run recorded
         raise CompactHydraException(f"harness: {exc}") from exc
-    tracker = MlflowTracker(cfg.tracking_uri or None, cfg.experiment_name)
-    run_id = tracker.write(record, run_name(record))
+    from hydra.core.hydra_config import HydraConfig
+
+    name = label_single_run(record, list(HydraConfig.get().overrides.task))
+    try:
+        run_id = tracker.write(record, name)
+    except Exception as exc:  # the store went away while the run ran: keep the record (harness.store)
+        path = keep_pending(cache_dir, PendingRecord(record, name, tracker.tracking_uri, cfg.experiment_name, error=str(exc)))
+        print(format_summary(record))
+        from harness.store import store_reason
+
+        raise RecordPending(
+            f"the run {record.status} but could not be written to {tracker.tracking_uri} ({store_reason(exc)}); "
+            f"the record is kept in {path}; "
+            "`harness flush` (or the next `harness run`) writes it once the store works again"
+        ) from exc
     print(format_summary(record))
     print(f"run {run_id} in experiment {cfg.experiment_name!r} at {tracker.tracking_uri}")
     if record.status == FAILED:

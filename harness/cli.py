@@ -28,13 +28,18 @@ techniques (version {__version__}). One experiment = workload x technique x
 accelerator; every run is recorded in MLflow.
 
 commands:
-  run [OVERRIDES]       run one experiment, or a sweep with -m (Hydra flags work:
-                        --cfg job, --info, --help). Example:
+  run [--verbose] [OVERRIDES]
+                        run one experiment, or a sweep with -m (Hydra flags work:
+                        --cfg job, --info, --help; --verbose or HYDRA_FULL_ERROR=1
+                        shows tracebacks). Example:
                           harness run -m workload=dot_products accelerator=exact,ds_cim
   plugins [--json|--markdown] [--strict]
                         list installed workloads, techniques and accelerators
                         (broken plugins are listed as such; --strict fails on them)
   ui [--port N]         serve the MLflow UI for the configured store on 127.0.0.1
+                        (prints a link to each experiment's runs)
+  flush [--cache-dir D] write records kept on disk because the store failed after
+                        their run (D/pending_records; the next run also does)
   dashboard SPEC [--sweep ID] [--experiment NAME] [--out FILE] [--list]
                         render a dashboard spec to one offline HTML file (and file
                         it with the sweep's parent run); see docs/dashboards.md
@@ -140,16 +145,70 @@ def plugins_markdown(rows: list[dict]) -> str:
     return "\n".join(lines)
 
 
+def _port_problem(port: int) -> str:
+    """Why ``harness ui`` cannot serve on 127.0.0.1:``port``, or ``""``."""
+    import socket
+
+    if not 1 <= port <= 65535:
+        return f"--port {port}: not a TCP port; valid is 1-65535"
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as the server will
+        try:
+            sock.bind(("127.0.0.1", port))
+        except OSError as exc:
+            return f"--port {port}: cannot listen on 127.0.0.1:{port} ({exc.strerror or exc}); choose another with --port N"
+    return ""
+
+
+def experiment_links(base: str, timeout: float = 10.0) -> list[tuple[str, str]]:
+    """``(experiment name, link)`` for each experiment of the server at ``base``: the
+    link opens its runs table (MLflow 3.17 opens experiments in the GenAI traces view
+    unless ``workflowType=machine_learning`` is in the route)."""
+    import urllib.request
+
+    request = urllib.request.Request(
+        f"{base}/api/2.0/mlflow/experiments/search",
+        data=json.dumps({"max_results": 1000}).encode(),
+        headers={"Content-Type": "application/json"},
+    )
+    with urllib.request.urlopen(request, timeout=timeout) as answer:
+        experiments = json.loads(answer.read().decode()).get("experiments", [])
+    return [
+        (e["name"], f"{base}/#/experiments/{e['experiment_id']}/runs?workflowType=machine_learning")
+        for e in sorted(experiments, key=lambda e: int(e["experiment_id"]) if str(e["experiment_id"]).isdigit() else 0)
+    ]
+
+
+def _serving(port: int) -> bool:
+    import socket
+
+    try:
+        with socket.create_connection(("127.0.0.1", port), timeout=0.5):
+            return True
+    except OSError:
+        return False
+
+
 def cmd_ui(args: list[str]) -> int:
     import argparse
+    import time
 
     parser = argparse.ArgumentParser(prog="harness ui", description="Serve the MLflow UI on 127.0.0.1.")
     parser.add_argument("--port", type=int, default=5000, help="port to listen on (default 5000)")
     parser.add_argument("--tracking-uri", default="", help="store to browse (default: MLFLOW_TRACKING_URI or ./mlflow.db)")
+    parser.add_argument("--start-timeout", type=float, default=60.0, help="seconds to wait for the server (default 60)")
     ns = parser.parse_args(args)
+    from harness.store import StoreError, check_store
     from harness.tracking import resolve_tracking_uri
 
+    problem = _port_problem(ns.port)
+    if problem:
+        return _fail(f"ui: {problem}")
     uri = resolve_tracking_uri(ns.tracking_uri or None)
+    try:
+        check_store(uri)
+    except StoreError as exc:
+        return _fail(f"ui: {exc}", 1)
     env = dict(os.environ, MLFLOW_SERVER_ENABLE_JOB_EXECUTION="false", MLFLOW_DISABLE_TELEMETRY="true")
     cmd = [
         sys.executable, "-m", "mlflow", "ui",
@@ -158,7 +217,8 @@ def cmd_ui(args: list[str]) -> int:
         "--port", str(ns.port),
         "--workers", "1",
     ]
-    print(f"MLflow UI for {uri} at http://127.0.0.1:{ns.port} (Ctrl-C stops it)", flush=True)
+    base = f"http://127.0.0.1:{ns.port}"
+    print(f"MLflow UI for {uri}: starting at {base} (Ctrl-C stops it)", flush=True)
     proc = subprocess.Popen(cmd, env=env)
 
     def _forward(signum, _frame):
@@ -166,10 +226,29 @@ def cmd_ui(args: list[str]) -> int:
 
     signal.signal(signal.SIGTERM, _forward)
     try:
-        return proc.wait()
+        deadline = time.monotonic() + ns.start_timeout
+        while proc.poll() is None and not _serving(ns.port):
+            if time.monotonic() > deadline:
+                proc.terminate()
+                proc.wait()
+                return _fail(f"ui: the MLflow server did not answer on {base} within {ns.start_timeout:g} s", 1)
+            time.sleep(0.3)
+        if proc.poll() is not None:  # it exited before serving (port taken since, bad store ...)
+            return _fail(f"ui: the MLflow server exited (code {proc.returncode}) before serving on {base}", proc.returncode or 1)
+        try:
+            links = experiment_links(base)
+        except Exception as exc:  # the UI works without the list
+            print(f"harness: ui: could not list experiments ({exc}); open {base}", file=sys.stderr)
+            links = []
+        print(f"MLflow UI for {uri} at {base}", flush=True)
+        for name, link in links:
+            print(f"  {name}: {link}", flush=True)
+        code = proc.wait()
+        return code
     except KeyboardInterrupt:
         proc.send_signal(signal.SIGINT)
-        return proc.wait()
+        proc.wait()
+        return 130
 
 
 def _sweep_cfg_request(args: list[str]) -> tuple[str, bool, list[str]] | None:
@@ -224,6 +303,105 @@ def _print_sweep_configs(cfg_type: str, resolve: bool, overrides: list[str]) -> 
     return 0
 
 
+def _verbose_requested(args: list[str]) -> tuple[bool, list[str]]:
+    """``--verbose`` (ours, removed from ``args``) or ``HYDRA_FULL_ERROR=1``."""
+    verbose = os.environ.get("HYDRA_FULL_ERROR", "") == "1"
+    rest = [a for a in args if a != "--verbose"]
+    return verbose or len(rest) != len(args), rest
+
+
+def _first_line(text: str) -> str:
+    lines = [line.strip() for line in str(text).strip().splitlines() if line.strip()]
+    return lines[0] if lines else ""
+
+
+def error_message(exc: BaseException) -> tuple[str, int]:
+    """``(one or two lines, exit code)`` for an error ending ``harness run``.
+
+    User errors (a bad override or value, a store that cannot be used, a cluster
+    that does not answer, a failed run) are named in a line or two; anything else
+    is an internal error, shown with its type and a hint to rerun with --verbose.
+    """
+    from hydra.errors import HydraException
+    from omegaconf.errors import OmegaConfBaseException
+
+    from harness.app import RecordPending
+    from harness.host import PluginError
+    from harness.runner import ExperimentFailed
+    from harness.specs import CapabilityError
+    from harness.store import StoreError
+    from harness.validation import ConfigError
+
+    text = str(exc).strip()
+    if text.startswith("harness: "):
+        text = text[len("harness: "):]
+    if isinstance(exc, (StoreError, RecordPending, ConfigError, PluginError, CapabilityError)):
+        return text, (1 if isinstance(exc, (StoreError, RecordPending)) else 2)
+    if isinstance(exc, ExperimentFailed):
+        return text, 1
+    if isinstance(exc, (HydraException, OmegaConfBaseException)):
+        cause = exc.__cause__
+        lines = [_first_line(text)]
+        if isinstance(cause, OmegaConfBaseException) and _first_line(str(cause)) not in lines[0]:
+            lines.append(_first_line(str(cause)))
+        elif len(text.splitlines()) > 1:
+            lines.append(_first_line("\n".join(text.splitlines()[1:])))
+        return "\n  ".join(line for line in lines if line), 2
+    try:
+        from harness.launcher.cluster import ClusterUnreachable
+
+        if isinstance(exc, ClusterUnreachable):
+            return text, 1
+    except ImportError:  # pragma: no cover
+        pass
+    if isinstance(exc, (ValueError, TypeError, KeyError)) and type(exc).__module__ in ("builtins",) and _from_harness_config(exc):
+        return _first_line(text), 2
+    return f"{type(exc).__name__}: {_first_line(text)} (internal error; rerun with --verbose for the traceback)", 1
+
+
+def _from_harness_config(exc: BaseException) -> bool:
+    """A ValueError raised by the launcher's option checks (``hydra.launcher.X=...: ...``)."""
+    text = str(exc)
+    return text.startswith("hydra.launcher.") or text.startswith("hydra/launcher=")
+
+
+def _empty_sweep(args: list[str]) -> str:
+    """The first sweep override with no values (``seed=range(0)``), if any."""
+    if not {"-m", "--multirun"} & set(args):
+        return ""
+    from hydra.core.override_parser.overrides_parser import OverridesParser
+
+    candidates = [a for a in args if not a.startswith("-") and "=" in a]
+    try:
+        parsed = OverridesParser.create().parse_overrides(candidates)
+    except Exception:  # Hydra names a malformed override itself
+        return ""
+    for o in parsed:
+        if o.is_sweep_override():
+            try:
+                if not list(o.sweep_string_iterator()):
+                    return o.input_line
+            except Exception:
+                return ""
+    return ""
+
+
+class _HydraJobErrorFilter:
+    """stderr without Hydra's "Error executing job with overrides: [...]" line: the
+    error itself follows in one line of ours (``--verbose`` keeps everything)."""
+
+    def __init__(self, stream):
+        self._stream = stream
+
+    def write(self, text):
+        if text.startswith("Error executing job with overrides:"):
+            return len(text)
+        return self._stream.write(text)
+
+    def __getattr__(self, name):
+        return getattr(self._stream, name)
+
+
 def cmd_run(args: list[str]) -> int:
     import hydra
 
@@ -231,6 +409,7 @@ def cmd_run(args: list[str]) -> int:
     from harness.config import conf_dir, register_configs
     from harness.host import PluginError
 
+    verbose, args = _verbose_requested(args)
     try:
         register_configs()
     except PluginError as exc:
@@ -241,16 +420,60 @@ def cmd_run(args: list[str]) -> int:
             return _print_sweep_configs(*request)
         except Exception as exc:  # a bad override: say which, as Hydra would
             return _fail(f"run {' '.join(args)}: {type(exc).__name__}: {exc}", 1)
+    empty = _empty_sweep(args)
+    if empty:
+        return _fail(f"run: {empty}: this sweep has no values, so there is nothing to run; "
+                     "give at least one (for example seed=range(0,3) or seed=0,1,2)")
     entry = hydra.main(version_base="1.3", config_path=str(conf_dir()), config_name="config")(task)
-    saved = sys.argv
+    saved, saved_full, saved_err = sys.argv, os.environ.get("HYDRA_FULL_ERROR"), sys.stderr
     sys.argv = ["harness run", *args]
+    # Hydra re-raises instead of printing its own report; we print one (or two) lines.
+    os.environ["HYDRA_FULL_ERROR"] = "1"
+    if not verbose:
+        sys.stderr = _HydraJobErrorFilter(sys.stderr)
     try:
         entry()
     except SystemExit as exc:
         return exc.code if isinstance(exc.code, int) else (0 if exc.code is None else 1)
+    except KeyboardInterrupt:
+        print("\nharness: interrupted (Ctrl-C); a single run records nothing, a sweep's parent run is "
+              "marked KILLED and a rerun resumes it", file=sys.stderr, flush=True)
+        return 130
+    except Exception as exc:
+        if verbose:
+            import traceback
+
+            traceback.print_exc()
+        message, code = error_message(exc)
+        print(f"harness: {message}", file=sys.stderr, flush=True)
+        return code
     finally:
-        sys.argv = saved
+        sys.argv, sys.stderr = saved, saved_err
+        if saved_full is None:
+            os.environ.pop("HYDRA_FULL_ERROR", None)
+        else:
+            os.environ["HYDRA_FULL_ERROR"] = saved_full
     return 0
+
+
+def cmd_flush(args: list[str]) -> int:
+    """Write pending records (kept when the store failed after a run) to their stores."""
+    import argparse
+
+    parser = argparse.ArgumentParser(
+        prog="harness flush",
+        description="Write the records kept in CACHE_DIR/pending_records (runs whose store failed) to their stores.",
+    )
+    parser.add_argument("--cache-dir", default=".harness_cache", help="the runs' cache_dir (default .harness_cache)")
+    ns = parser.parse_args(args)
+    from harness.store import flush_pending, pending_dir, pending_files
+
+    if not pending_files(ns.cache_dir):
+        print(f"harness: no pending records in {pending_dir(ns.cache_dir)}")
+        return 0
+    written, left = flush_pending(ns.cache_dir, out=sys.stdout)
+    print(f"harness: {written} pending record(s) written, {left} left in {pending_dir(ns.cache_dir)}")
+    return 1 if left else 0
 
 
 def _print_plugin_warnings_plainly() -> None:
@@ -276,12 +499,15 @@ def cmd_dashboard(args: list[str]) -> int:
     return dashboard_main(args)
 
 
-COMMANDS = {"run": cmd_run, "plugins": cmd_plugins, "ui": cmd_ui, "dashboard": cmd_dashboard}
+COMMANDS = {"run": cmd_run, "plugins": cmd_plugins, "ui": cmd_ui, "dashboard": cmd_dashboard, "flush": cmd_flush}
 
 
 def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
-    if not argv or argv[0] in ("-h", "--help", "help"):
+    if not argv:  # a command is required: usage on stderr, as argparse does
+        print(USAGE, file=sys.stderr)
+        return 2
+    if argv[0] in ("-h", "--help", "help"):
         print(USAGE)
         return 0
     if argv[0] == "--version":

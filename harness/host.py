@@ -168,11 +168,13 @@ class Host:
         self._origin: dict[str, tuple[str, str]] = {}  # plugin name -> (dist, version)
         self._index: dict[str, dict[str, PluginInfo]] = {kind: {} for kind in KINDS}
         self._broken: list[BrokenPlugin] = []
+        self._known_names: set[str] = set()  # entry-point and spec names seen, blocked or not
         self._load_entry_points()
         for name, obj, dist in extra:
             self._register(name, obj, dist, "")
         self._collect()
         self._report()
+        self._check_blocked()
 
     # -- loading ------------------------------------------------------------
     def _broke(self, plugin: str, dist: str, version: str, what: str, names=(), kind: str | None = None) -> None:
@@ -193,6 +195,7 @@ class Host:
     def _load_entry_points(self) -> None:
         by_name: dict[str, list] = defaultdict(list)
         for ep in metadata.entry_points(group=self.group):
+            self._known_names.add(ep.name)
             if ep.name not in self.blocked:
                 by_name[ep.name].append(ep)
         for name in sorted(by_name):
@@ -248,6 +251,9 @@ class Host:
                 except Exception as exc:
                     failed[impl.plugin_name] = (kind, f"raised in {hook_name}(): {type(exc).__name__}: {exc}")
 
+        self._known_names.update(
+            spec.name for pairs in yielded.values() for _, spec in pairs if isinstance(getattr(spec, "name", None), str)
+        )
         providers: dict[tuple[str, str], list[PluginInfo]] = defaultdict(list)
         for plugin in sorted(set(yielded) | set(failed)):
             # A spec blocked by name is dropped before it is checked: blocking is the way out.
@@ -294,6 +300,18 @@ class Host:
             )
         for b in problems.values():
             warnings.warn(f"{b.error}; it is left out, and runs that choose it fail. {b.remedy}", PluginWarning, stacklevel=2)
+
+    def _check_blocked(self) -> None:
+        """A name in HARNESS_DISABLE_PLUGINS that is no plugin is a typo: say so, with the valid names."""
+        unknown = sorted(n for n in _blocked_names(()) if n not in self._known_names)
+        if unknown:
+            warnings.warn(
+                f"{DISABLE_ENV} names {', '.join(repr(n) for n in unknown)}, which "
+                f"{'is' if len(unknown) == 1 else 'are'} not an installed plugin; valid names: "
+                f"{', '.join(sorted(self._known_names)) or '(none installed)'}",
+                PluginWarning,
+                stacklevel=2,
+            )
 
     # -- lookups ------------------------------------------------------------
     def infos(self, kind: str | None = None) -> list[PluginInfo]:

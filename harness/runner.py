@@ -240,6 +240,9 @@ def run_experiment(
             "harness.host": socket.gethostname(),
             "harness.python": platform.python_version(),
             "mlflow.source.git.commit": commit,
+            # MLflow 3.17's run page shows the commit only next to a source name.
+            "mlflow.source.name": "harness",
+            "mlflow.source.type": "LOCAL",
             "harness.git_dirty": dirty,
         }
     )

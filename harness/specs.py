@@ -120,7 +120,7 @@ class Claim:
     "reproduced"; ``baseline`` is the no-effect value (1 for a compression
     ratio), so a result between it and ``value`` is "same direction, smaller
     effect"; ``at`` holds conditions on a run's other metrics, params or tags,
-    e.g. ``{"technique/accuracy_drop": "<= 0", "workload.quant_bits": 8}``.
+    e.g. ``{"technique/accuracy_drop_points": "<= 0", "workload.quant_bits": 8}``.
     """
 
     metric: str
@@ -157,6 +157,11 @@ class PluginSpec:
     name a plugin needs must be provided by another plugin chosen with it (in
     practice the workload), or the experiment is refused before it starts. Any
     iterable of names is accepted and stored as a frozenset.
+
+    ``headline`` names the metrics a reader looks at first (``stage/name``, e.g.
+    ``eval/accuracy``, ``accelerator/energy_pj``): a sweep's summary leads with
+    the headline metrics of its plugins, and its parent run logs their max, min
+    and mean over the FINISHED jobs.
     """
 
     kind: ClassVar[str] = ""
@@ -170,6 +175,7 @@ class PluginSpec:
     smoke: Mapping[str, Any] = field(default_factory=dict)
     needs: frozenset[str] = frozenset()
     provides: frozenset[str] = frozenset()
+    headline: tuple[str, ...] = ()
 
     def __post_init__(self):
         # Any iterable of names becomes a frozenset; a bare string (a likely slip for
@@ -178,6 +184,8 @@ class PluginSpec:
             value = getattr(self, name)
             if not isinstance(value, (str, bytes, frozenset)) and isinstance(value, Iterable):
                 object.__setattr__(self, name, frozenset(value))
+        if not isinstance(self.headline, (str, bytes, tuple)) and isinstance(self.headline, Iterable):
+            object.__setattr__(self, "headline", tuple(self.headline))
 
 
 @dataclass(frozen=True)
@@ -251,6 +259,12 @@ def validate_spec(spec: Any) -> None:
             from harness.claims import claim_problems  # judging rules live with the judge
 
             problems.extend(claim_problems(claim))
+    if not isinstance(spec.headline, tuple):
+        problems.append(f"headline must be a tuple of metric names such as ('eval/accuracy',), got {spec.headline!r}")
+    else:
+        for metric in spec.headline:
+            if not isinstance(metric, str) or not _METRIC_RE.match(metric):
+                problems.append(f"headline metric {metric!r} must be 'stage/name', e.g. 'eval/accuracy'")
     if spec.claims and spec.paper is None:
         problems.append("claims need a paper reference")
     for name in ("needs", "provides"):

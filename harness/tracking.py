@@ -44,18 +44,37 @@ def _quiet_mlflow() -> None:
 
     logging.getLogger("alembic").setLevel(logging.WARNING)
     logging.getLogger("mlflow").setLevel(logging.WARNING)
+    # It logs a store error's whole traceback before raising it; the harness reports the error.
+    logging.getLogger("mlflow.store.db.utils").setLevel(logging.CRITICAL)
+    # MLflow retries opening an sqlite/SQL store 10 times (~100 s) before it fails;
+    # harness.store.check_store has already looked, so 3 tries (~0.4 s) are enough.
+    try:
+        import mlflow.store.db.utils as db_utils
+
+        db_utils.MAX_RETRY_COUNT = min(db_utils.MAX_RETRY_COUNT, 3)
+    except (ImportError, AttributeError):  # pragma: no cover - another MLflow layout
+        pass
 
 
 class MlflowTracker:
     """Writes records to one MLflow experiment."""
 
     def __init__(self, tracking_uri: str | None = None, experiment_name: str = "harness"):
+        from harness.store import check_store, opening_error
+
+        self.tracking_uri = resolve_tracking_uri(tracking_uri)
+        self.experiment_name = experiment_name
+        check_store(self.tracking_uri)  # before mlflow is imported; seconds, not minutes of retries (harness.store)
         _quiet_mlflow()
         from mlflow.tracking import MlflowClient
 
-        self.tracking_uri = resolve_tracking_uri(tracking_uri)
-        self.client = MlflowClient(tracking_uri=self.tracking_uri)
-        self.experiment_name = experiment_name
+        try:
+            self.client = MlflowClient(tracking_uri=self.tracking_uri)
+            self._open_experiment(experiment_name)
+        except Exception as exc:
+            raise opening_error(self.tracking_uri, exc) from exc
+
+    def _open_experiment(self, experiment_name: str) -> None:
         experiment = self.client.get_experiment_by_name(experiment_name)
         if experiment is None:
             try:
@@ -131,14 +150,22 @@ class MlflowTracker:
         """Mark a run terminated with ``status`` (FINISHED, FAILED, KILLED)."""
         self.client.set_terminated(run_id, status=status)
 
-    def finish_run(self, run_id: str, status: str, tags: dict[str, str], files: dict[str, bytes]) -> None:
-        """Attach ``files`` and ``tags`` to an existing run, then mark it ``status`` (last)."""
-        from mlflow.entities import RunTag
+    def finish_run(
+        self, run_id: str, status: str, tags: dict[str, str], files: dict[str, bytes],
+        metrics: dict[str, float] | None = None,
+    ) -> None:
+        """Attach ``files``, ``tags`` and ``metrics`` to an existing run, then mark it ``status`` (last)."""
+        from mlflow.entities import Metric, RunTag
 
         if files:
             self._log_artifacts(run_id, files)
-        if tags:
-            self.client.log_batch(run_id, tags=[RunTag(k, str(v)[:5000]) for k, v in tags.items()])
+        if tags or metrics:
+            ts = int(time.time() * 1000)
+            self.client.log_batch(
+                run_id,
+                metrics=[Metric(k, float(v), ts, 0) for k, v in (metrics or {}).items()],
+                tags=[RunTag(k, str(v)[:5000]) for k, v in tags.items()],
+            )
         self.client.set_terminated(run_id, status=status)
 
     # -- sweep parent runs ----------------------------------------------------
@@ -163,6 +190,20 @@ class MlflowTracker:
         )
         for run in stale:
             self.client.set_terminated(run.info.run_id, status="KILLED")
+
+    def find_pending(self, pending_id: str, status: str) -> str | None:
+        """The run written from pending record ``pending_id`` with ``status``, if any;
+        a half-written one (another status) is deleted, so the record is written again."""
+        found = self.client.search_runs(
+            [self.experiment_id], filter_string=f"tags.`harness.pending_id` = '{pending_id}'", max_results=100
+        )
+        done = None
+        for run in found:
+            if run.info.status == status and done is None:
+                done = run.info.run_id
+            else:
+                self.client.delete_run(run.info.run_id)
+        return done
 
     # -- reading ------------------------------------------------------------
     def run_metrics(self, run_id: str) -> dict[str, float]:

@@ -11,10 +11,15 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+import tempfile
 import textwrap
 from pathlib import Path
 
-import pytest
+# Numba's on-disk kernel cache goes to a temporary folder, not next to the sources
+# (set before anything imports numba; subprocesses inherit it).
+os.environ.setdefault("NUMBA_CACHE_DIR", tempfile.mkdtemp(prefix="harness-tests-numba-"))
+
+import pytest  # noqa: E402
 
 REPO = Path(__file__).resolve().parent.parent
 

@@ -39,7 +39,7 @@ def write_ds_cim_sweep(root: Path, experiment: str = "ds_cim_accuracy", failed: 
             r.status, r.error = "FAILED", "simulated failure"
         else:
             r.metrics.update({"eval/accuracy": acc, "eval/accuracy_exact": 0.983,
-                              "accelerator/energy_uj": 0.02 * length / 64, "accelerator/tops_per_w": 3000.0 + length,
+                              "accelerator/energy_pj": 2e4 * length / 64, "accelerator/tops_per_w": 3000.0 + length,
                               "accelerator/peak_tops_per_w": 3566.1 if variant == "ds_cim2" else 1800.0})
             r.series["train/loss"] = [(e, 2.0 / (e + 1)) for e in range(5)]
         tracker.write(r, f"{variant}-L{length}", parent_run_id=parent)

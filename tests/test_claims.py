@@ -19,7 +19,7 @@ from harness.specs import Claim, PaperRef, SpecError, TechniqueSpec, validate_sp
 from harness.tracking_read import RunView
 
 RATIO_246 = Claim("technique/compression_ratio", 246.0, "x", "LeNet-5, no accuracy loss", workload="mnist_lenet5",
-                  when={"method": "progressive_admm"}, at={"technique/accuracy_drop": "<= 0"},
+                  when={"method": "progressive_admm"}, at={"technique/accuracy_drop_points": "<= 0"},
                   direction="higher", baseline=1.0, tolerance=0.05)
 TOPS_256 = Claim("accelerator/tops_per_w", 3566.0, "TOPS/W", "macro", when={"stream_length": 256},
                  direction="higher", tolerance=0.01)
@@ -32,7 +32,7 @@ def run(i, metrics, status="FINISHED", workload="mnist_lenet5", **params):
 
 
 def admm_run(i, ratio, drop, **kw):
-    return run(i, {"technique/compression_ratio": ratio, "technique/accuracy_drop": drop},
+    return run(i, {"technique/compression_ratio": ratio, "technique/accuracy_drop_points": drop},
                technique__method=kw.pop("method", "progressive_admm"), **kw)
 
 
@@ -58,7 +58,7 @@ def test_no_effect_or_missing_the_bound_is_not_reproduced_and_no_run_in_the_sett
     # Every run lost accuracy: "246x at no loss" was tried and not reached.
     j = judge(RATIO_246, "technique", "admm", [admm_run(1, 300.0, 0.5), admm_run(2, 30.0, 0.2)])
     assert j.verdict == NOT_REPRODUCED and j.measured is None and j.in_setting == 2
-    assert "technique/accuracy_drop <= 0.0 (closest: 0.2)" in j.detail
+    assert "technique/accuracy_drop_points <= 0.0 (closest: 0.2)" in j.detail
     # No run of the claim's method at all: nothing to judge.
     j = judge(RATIO_246, "technique", "admm", [admm_run(1, 300.0, 0.0, method="magnitude")])
     assert j.verdict == NOT_MEASURED and j.measured is None and "technique.method == progressive_admm" in j.detail
@@ -107,7 +107,7 @@ def test_claims_of_plugins_the_runs_did_not_use_are_not_judged():
 
 
 def test_conditions_parse_and_bad_ones_name_what_is_valid():
-    assert str(parse_condition("technique/accuracy_drop", "<= 0")) == "technique/accuracy_drop <= 0.0"
+    assert str(parse_condition("technique/accuracy_drop_points", "<= 0")) == "technique/accuracy_drop_points <= 0.0"
     assert parse_condition("accelerator.variant", "!= ds_cim2").test("ds_cim1")
     assert parse_condition("accelerator.stream_length", 256).test("256")
     assert not parse_condition("eval/accuracy", "> 0.5").test(None)
@@ -137,4 +137,4 @@ def test_builtin_claims_are_judgeable():
 
     for claim in ADMM + DS_CIM:
         assert claim_problems(claim) == [] and claim.direction in ("higher", "lower")
-    assert dict(ADMM[0].at) == {"technique/accuracy_drop": "<= 0"} and ADMM[0].baseline == 1.0
+    assert dict(ADMM[0].at) == {"technique/accuracy_drop_points": "<= 0"} and ADMM[0].baseline == 1.0

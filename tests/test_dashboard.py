@@ -194,7 +194,7 @@ def test_curves_facets_categories_and_sorted_tables(tmp_path, monkeypatch):
         "select": {"experiment": "ds_cim_accuracy", "where": {"accelerator.stream_length": ">= 128"}},
         "panels": [
             {"kind": "curves", "metric": "train/loss", "color": "accelerator.variant"},
-            {"kind": "scatter", "x": "accelerator/energy_uj", "y": "eval/accuracy", "facet": "accelerator.variant",
+            {"kind": "scatter", "x": "accelerator/energy_pj", "y": "eval/accuracy", "facet": "accelerator.variant",
              "pareto": True},
             {"kind": "line", "x": "accelerator.variant", "y": "eval/accuracy", "claims": False},
             {"kind": "table", "columns": ["accelerator.variant", "accelerator.stream_length", "eval/accuracy"],

@@ -215,8 +215,19 @@ def test_ds_cim2_reproduces_calibration_point(tmp_path):
     assert cost["accelerator/tops_per_w"] == pytest.approx(3566.1, rel=5e-3)
     assert cost["accelerator/tops_per_mm2"] == pytest.approx(363.7, rel=5e-3)
     assert cost["accelerator/cycles"] == 65536 * 4 + 128  # L=256 on 64 replicas, one tile load
-    expected = {"tops_per_w", "tops_per_mm2", "energy_per_mac_pj", "energy_uj", "latency_us", "cycles"}
+    expected = {"tops_per_w", "tops_per_mm2", "energy_per_mac_pj", "energy_pj", "latency_us", "cycles"}
     assert expected <= {k.split("/", 1)[1] for k in cost}
+    # Units agree: energy (pJ) = MACs x energy per MAC (pJ) = 2 ops x MACs / (TOPS/W).
+    macs = 65536 * 128 * 32
+    assert cost["accelerator/energy_pj"] == pytest.approx(macs * cost["accelerator/energy_per_mac_pj"], rel=1e-9)
+    assert cost["accelerator/energy_pj"] == pytest.approx(2 * macs / cost["accelerator/tops_per_w"], rel=1e-9)
+
+
+def test_energy_of_a_small_layer_reads_in_picojoules_not_1e_5(tmp_path):
+    # One 8x8 MVM: tens of pJ, shown as such in MLflow's UI (it was ~1e-5 in uJ).
+    cost = DsCimAccelerator(DsCimConfig()).cost(dense_trace(m=1, k=8, n=8), RunContext(seed=0, cache_dir=tmp_path))
+    assert 1.0 < cost["accelerator/energy_pj"] < 1e6
+    assert not any(k.endswith("_uj") for k in cost)
 
 
 def test_zeros_save_energy_only_with_sign_split_and_never_cycles(tmp_path):
@@ -226,7 +237,7 @@ def test_zeros_save_energy_only_with_sign_split_and_never_cycles(tmp_path):
         dense = acc.cost(dense_trace(m=1024), ctx)
         sparse = acc.cost(dense_trace(m=1024, input_density=0.3), ctx)
         assert sparse["accelerator/cycles"] == dense["accelerator/cycles"]
-        assert (sparse["accelerator/energy_uj"] < dense["accelerator/energy_uj"]) == saves
+        assert (sparse["accelerator/energy_pj"] < dense["accelerator/energy_pj"]) == saves
 
 
 def test_remapping_costs_energy_and_area_and_is_off_at_the_calibration_point(tmp_path):
@@ -235,7 +246,7 @@ def test_remapping_costs_energy_and_area_and_is_off_at_the_calibration_point(tmp
     base = DsCimAccelerator(DsCimConfig(remap="none", partition="slot")).cost(dense_trace(m=1024), ctx)
     for remap, partition in (("pow2", "slot"), ("none", "weight"), ("pow2", "weight")):
         cost = DsCimAccelerator(DsCimConfig(remap=remap, partition=partition)).cost(dense_trace(m=1024), ctx)
-        assert cost["accelerator/energy_uj"] > base["accelerator/energy_uj"], (remap, partition)
+        assert cost["accelerator/energy_pj"] > base["accelerator/energy_pj"], (remap, partition)
         assert cost["accelerator/area_mm2"] > base["accelerator/area_mm2"], (remap, partition)
         assert cost["accelerator/cycles"] == base["accelerator/cycles"]
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import shutil
 import subprocess
 import sys
 
@@ -11,8 +12,11 @@ from conftest import REPO, harness_env, mlflow_runs, run_harness
 
 def test_pip_installed_example_is_listed_and_runs(tmp_path, workdir):
     target = tmp_path / "site"
+    source = tmp_path / "example"  # setuptools builds in the source folder: build a copy, not the repo's
+    shutil.copytree(REPO / "examples" / "third_party_plugin", source,
+                    ignore=shutil.ignore_patterns("build", "*.egg-info", "__pycache__"))
     install = subprocess.run(
-        [sys.executable, "-m", "pip", "install", "--quiet", "--no-deps", "--target", str(target), str(REPO / "examples" / "third_party_plugin")],
+        [sys.executable, "-m", "pip", "install", "--quiet", "--no-deps", "--target", str(target), str(source)],
         capture_output=True,
         text=True,
         timeout=300,
@@ -35,7 +39,7 @@ def test_pip_installed_example_is_listed_and_runs(tmp_path, workdir):
     assert run.data.metrics["numerics/rmse"] > 100 * run.data.metrics["numerics/rmse_exact"] > 0
 
     tests = subprocess.run(
-        [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", str(REPO / "examples" / "third_party_plugin" / "tests")],
+        [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", str(source / "tests")],
         cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300,
     )
     assert tests.returncode == 0, tests.stdout[-2000:]

@@ -292,6 +292,9 @@ def test_a_parameter_of_one_choice_sweeps_with_when_and_each_experiment_runs_onc
     ]
     summary = _client(tmp_path).download_artifacts(parents[0].info.run_id, "sweep_summary.md", str(tmp_path))
     assert f"`harness run -m {' '.join(args)} cache_dir=" in Path(summary).read_text(), "the full command line"
+    assert sorted(c.info.run_name for c in children) == [
+        "admm ratio=10 on exact s0", "admm ratio=30 on exact s0", "none on exact s0",
+    ]
 
 
 
@@ -315,6 +318,21 @@ def test_sweep_of_8_jobs_is_one_parent_with_8_finished_children_and_a_rerun_skip
     summary = client.download_artifacts(parent.info.run_id, "sweep_summary.md", str(tmp_path))
     table = Path(summary).read_text()
     assert table.count("| FINISHED |") == 8 and "numerics/" in table
+    # Run names say what varied (issue 11): unique, short keys, the seed; each run has a description.
+    names = {c.info.run_name for c in children}
+    assert names == {f"dot_products sparsity={s}: none on exact s{seed}" for s in ("0.0", "0.5") for seed in range(4)}
+    child = children[0]
+    note = child.data.tags["mlflow.note.content"]
+    assert "harness run -m" in note and child.data.tags["harness.config_hash"] in note and "`seed=" in note
+    assert child.data.tags["mlflow.source.git.commit"] in note
+    # The summary and the parent lead with the plugins' headline metrics (dot_products: numerics/rmse).
+    header = next(line for line in table.splitlines() if line.startswith("| job |"))
+    assert header.split(" | ")[4] == "numerics/rmse"
+    assert table.index("| numerics/rmse |") < table.index("| job |")
+    rmse = [c.data.metrics["numerics/rmse"] for c in children]
+    assert parent.data.metrics["numerics/rmse/max"] == pytest.approx(max(rmse))
+    assert parent.data.metrics["numerics/rmse/mean"] == pytest.approx(sum(rmse) / 8)
+    assert "8 jobs" in parent.data.tags["mlflow.note.content"] and parent.data.tags["mlflow.source.git.commit"]
     _no_leftovers(tmp_path, short_tmp)
 
     # The same command again: everything already FINISHED, nothing runs, Ray is not started.

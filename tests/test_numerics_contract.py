@@ -249,7 +249,7 @@ def test_technique_bit_widths_reach_ds_cim_cost():
     eight = OpTrace((Op("conv", m=100, k=150, n=16, weight_bits=8, input_bits=8),), {"conv": values})
     four = OpTrace((Op("conv", m=100, k=150, n=16, weight_bits=4, input_bits=8),), {"conv": values})
     floats = OpTrace((Op("conv", m=100, k=150, n=16),))
-    e8, e4, ef = (cost_of_trace(p, t)["energy_uj"] for t in (eight, four, floats))
+    e8, e4, ef = (cost_of_trace(p, t)["energy_pj"] for t in (eight, four, floats))
     assert e4 < e8 and ef == e8  # float ops are quantized to int8 by the numerics: charged at 8 bits
     assert cost_of_trace(p, four)["cycles"] == cost_of_trace(p, eight)["cycles"]  # same stream length
     assert MacroParams.for_op(p, eight.op("conv")) is p
@@ -273,7 +273,7 @@ def test_admm_bit_widths_reach_the_trace_and_ds_cim_cost(tmp_path):
         header = table[0].split(",")
         wbits = {row.split(",")[0]: row.split(",")[header.index("weight_bits")] for row in table[1:]}
         assert set(wbits.values()) == {str(bits)}, wbits
-    assert records[4].metrics["accelerator/energy_uj"] < records[8].metrics["accelerator/energy_uj"]
+    assert records[4].metrics["accelerator/energy_pj"] < records[8].metrics["accelerator/energy_pj"]
 
 
 # The tutorial's accelerator as it was written for contract v1: matmul(a, b).
@@ -309,7 +309,7 @@ class TruncMacV1:
         self.numerics = TruncNumericsV1(config.drop_bits)
 
     def cost(self, trace, ctx):
-        return {"energy_uj": trace.macs * 0.25e-6}
+        return {"energy_pj": trace.macs * 0.25}
 
 
 class TruncMacPlugin:

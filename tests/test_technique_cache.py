@@ -132,3 +132,21 @@ def test_concurrent_jobs_compute_one_entry_once(tmp_path):
     assert len(calls) == 1
     assert sorted(hit for _, hit in results) == [False, True]
     assert all(np.array_equal(subject, np.arange(3)) for subject, _ in results)
+
+
+def test_the_sweep_driver_submits_one_job_per_technique_result_first():
+    from omegaconf import OmegaConf
+
+    from harness.launcher.harness_hook import HarnessSweepHook
+    from harness.launcher.hooks import Job
+
+    jobs = []
+    for i, (ratio, accel) in enumerate((r, a) for r in (10, 30, 100) for a in ("exact", "ds_cim")):
+        cfg = OmegaConf.create({"seed": 0, "workload": {"epochs": 1}, "technique": {"ratio": ratio},
+                                "accelerator": {}})
+        job = Job(idx=i, overrides=[f"technique.ratio={ratio}", f"accelerator={accel}"], config=cfg)
+        job.meta["choices"] = {"workload": "mnist_lenet5", "technique": "admm", "accelerator": accel}
+        jobs.append(job)
+    ordered = HarnessSweepHook().order(jobs)
+    assert [j.idx for j in ordered] == [0, 2, 4, 1, 3, 5]
+    assert [j.after.idx if j.after else None for j in ordered] == [None, None, None, 0, 2, 4]

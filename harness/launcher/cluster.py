@@ -19,7 +19,11 @@ from typing import Optional
 
 from harness.launcher.config import HarnessRayLauncherConf
 
-__all__ = ["LOCAL_RAY_ENV", "Cluster"]
+__all__ = ["LOCAL_RAY_ENV", "Cluster", "ClusterUnreachable"]
+
+
+class ClusterUnreachable(ConnectionError):
+    """``hydra.launcher.address`` does not answer; the message names it and what to do."""
 
 #: Environment of a private local Ray (see shared/STACK.md): loopback-only
 #: listeners, no token under the home folder, no usage reporting.
@@ -82,6 +86,60 @@ class Cluster:
     def local(self) -> bool:
         return self.opts.address is None
 
+    def _target(self) -> Optional[tuple[str, int]]:
+        """``(host, port)`` that must answer for ``address`` to be joined, if known."""
+        address = str(self.opts.address).strip()
+        if address == "auto":  # as Ray resolves it: RAY_ADDRESS, `ray start`'s record, a local GCS process
+            from ray._private.services import canonicalize_bootstrap_address
+
+            try:
+                address = canonicalize_bootstrap_address("auto") or ""
+            except ConnectionError as exc:
+                first = str(exc).strip().splitlines()[0] if str(exc).strip() else "no running Ray instance"
+                raise ClusterUnreachable(
+                    f"hydra.launcher.address=auto: {first}; start one (ray start --head) or give HOST:PORT"
+                ) from None
+            if not address:
+                return None
+        if address.startswith("ray://"):
+            address = address[len("ray://"):]
+        host, sep, port = address.rpartition(":")
+        if not sep or not port.isdigit() or not host:
+            raise ClusterUnreachable(
+                f"hydra.launcher.address={self.opts.address}: not HOST:PORT, ray://HOST:PORT or auto"
+            )
+        return host.strip("[]"), int(port)
+
+    def preflight(self) -> None:
+        """Joining a cluster: wait at most ``connect_timeout_s`` for its address to accept
+        a TCP connection, else raise :class:`ClusterUnreachable` (before the store is
+        touched or Ray is imported). A private Ray needs nothing."""
+        if self.local:
+            return
+        target = self._target()
+        if target is None:
+            return
+        import socket
+
+        timeout = float(self.opts.connect_timeout_s)
+        deadline = time.monotonic() + timeout
+        reason = "timed out"
+        while True:
+            left = deadline - time.monotonic()
+            try:
+                with socket.create_connection(target, timeout=max(0.1, min(left, 5.0))):
+                    return
+            except OSError as exc:
+                reason = "timed out" if isinstance(exc, socket.timeout) else (exc.strerror or str(exc))
+            if time.monotonic() + 0.5 >= deadline:
+                break
+            time.sleep(0.5)
+        raise ClusterUnreachable(
+            f"hydra.launcher.address={self.opts.address}: nothing answers at {target[0]}:{target[1]} "
+            f"({reason}; waited {timeout:g} s, hydra.launcher.connect_timeout_s); start the cluster "
+            "(ray start --head) or fix the address; without an address the sweep runs on a private local Ray"
+        )
+
     def start(self):
         """Connect (starting a private Ray if no address) and return the ray module."""
         if self.local:
@@ -98,7 +156,12 @@ class Cluster:
                 self._start_private(ray)
                 self.started_here = True
             else:
-                ray.init(address=self.opts.address, log_to_driver=self.opts.log_to_driver, logging_level=logging.WARNING)
+                self.preflight()
+                try:
+                    ray.init(address=self.opts.address, log_to_driver=self.opts.log_to_driver, logging_level=logging.WARNING)
+                except ConnectionError as exc:
+                    first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+                    raise ClusterUnreachable(f"hydra.launcher.address={self.opts.address}: {first}") from exc
                 _joined["address"] = self.opts.address
         try:
             self.address = ray.get_runtime_context().gcs_address

@@ -79,13 +79,16 @@ def launch(launcher, job_overrides: Sequence[Sequence[str]], initial_job_idx: in
     jobs = [_compose(launcher, ov, initial_job_idx + i) for i, ov in enumerate(job_overrides)]
     for job in jobs:
         log.info(f"\t#{job.idx} : {' '.join(filter_overrides(job.overrides))}")
+    cluster = Cluster(opts)
+    cluster.preflight()  # a cluster address that does not answer fails here, bounded, before the hook writes
     if hook is not None:
         hook.before_launch(jobs)
     todo = [job for job in jobs if not job.skipped]
+    if hook is not None:
+        todo = hook.order(todo)
     t_composed = t_ray = t_done = time.monotonic()
 
     progress = Progress(len(jobs), len(jobs) - len(todo), enabled=opts.progress)
-    cluster = Cluster(opts)
     where: Dict[str, str] = {}
     try:
         if todo:
@@ -160,8 +163,13 @@ def _run(launcher, ray, cluster: Cluster, todo: List[Job], progress: Progress) -
         return min(len(in_flight), capacity, opts.max_concurrent or capacity)
 
     def submit() -> None:
-        while queue and len(in_flight) < cap():
-            job = queue.pop(0)
+        i = 0
+        while i < len(queue) and len(in_flight) < cap():
+            job = queue[i]
+            if job.after is not None and job.after.result is None and in_flight:
+                i += 1  # held back until the job it reuses has finished
+                continue
+            queue.pop(i)
             in_flight[remote.remote(key, shared, job.config, driver_cwd)] = job
 
     while queue or in_flight:

@@ -17,13 +17,14 @@
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 import sys
 import time
 import traceback
 from pathlib import Path
-from typing import Any, Dict, Optional, Sequence
+from typing import Any, Dict, List, Optional, Sequence
 
 from omegaconf import OmegaConf
 
@@ -60,6 +61,10 @@ class HarnessSweepHook(SweepHook):
         self.parent_id: Optional[str] = None
         self.sweep_id = ""
         self.rows: Dict[int, summary.Row] = {}
+        self.pending: List[str] = []  # records kept on disk because the store failed
+        self.cache_dir = ".harness_cache"
+        self.headline: List[str] = []
+        self.varied: List[str] = []
 
     # -- before launch ------------------------------------------------------
     def before_launch(self, jobs: Sequence[Job]) -> None:
@@ -71,6 +76,9 @@ class HarnessSweepHook(SweepHook):
         from harness.validation import ConfigError
         from harness.tracking import MlflowTracker
 
+        if not jobs:  # an empty sweep range (seed=range(0)); `harness run` names the override
+            print("harness: the sweep has no jobs (an override's range is empty); nothing was started", file=sys.stderr)
+            raise SweepFailed(2)
         refused = []
         self.rows = {}  # one batch (the harness's sweeps are one batch unless max_batch_size is set)
         for job in jobs:
@@ -89,6 +97,7 @@ class HarnessSweepHook(SweepHook):
                 print(f"harness: {line}", file=sys.stderr)
             print(f"harness: {len(refused)} of {len(jobs)} jobs cannot run; nothing was started", file=sys.stderr, flush=True)
             raise SweepFailed(2)
+        self._name_jobs(jobs)
 
         destinations = {(str(j.config.get("tracking_uri") or ""), str(j.config.experiment_name)) for j in jobs}
         if len(destinations) > 1:
@@ -109,7 +118,12 @@ class HarnessSweepHook(SweepHook):
             else:
                 first_of[row.config_hash] = job
         self.sweep_id = sweep_id_of([r.config_hash for r in self.rows.values() if r.config_hash])
+        # The store first (harness.store): a bad one fails here, in seconds, before Ray starts.
         self.tracker = MlflowTracker(tracking_uri or None, experiment_name)
+        from harness.store import flush_pending
+
+        self.cache_dir = str(Path(os.path.expanduser(str(self.config.cache_dir))).resolve())
+        flush_pending(self.cache_dir, self.tracker.tracking_uri)  # records earlier runs could not write
         if self.opts.resume:
             finished = self.tracker.finished_runs([r.config_hash for r in self.rows.values() if r.config_hash])
             for row in self.rows.values():
@@ -130,6 +144,49 @@ class HarnessSweepHook(SweepHook):
             experiment_name,
         )
 
+    def _name_jobs(self, jobs: Sequence[Job]) -> None:
+        """Each job's run name (what varied across the sweep, :mod:`harness.naming`), the
+        swept keys, and the headline metrics its plugins declare, in kind order."""
+        from harness.host import get_host
+        from harness.naming import parse_overrides, sweep_names, varied_keys
+        from harness.specs import KINDS
+
+        names = sweep_names(
+            [(j.idx, j.meta["choices"], j.config.seed, list(j.overrides)) for j in jobs],
+            {j.idx: j.meta["row"].config_hash for j in jobs},
+        )
+        self.varied = varied_keys([parse_overrides(j.overrides) for j in jobs])
+        for job in jobs:
+            job.meta["name"] = names[job.idx]
+        headline: List[str] = []
+        host = get_host()
+        for kind in KINDS:
+            for job in jobs:
+                try:
+                    declared = host.info(kind, job.meta["choices"][kind]).spec.headline
+                except Exception:  # a plugin that did not load: its jobs fail on their own
+                    continue
+                headline.extend(m for m in declared if m not in headline)
+        self.headline = headline
+
+    def _describe(self, job: Job, record) -> str:
+        """A child run's description: the sweep's command, what this run is and what varied."""
+        from harness.naming import describe_run, parse_overrides
+
+        own = parse_overrides(job.overrides)
+        varied = {k: own[k] for k in self.varied if k in own}
+        p = record.params
+        return describe_run(
+            self._command(),
+            {k: p.get(k, job.meta["choices"].get(k, "?")) for k in ("workload", "technique", "accelerator")},
+            p.get("seed", "?"),
+            record.config_hash or job.meta["row"].config_hash,
+            record.tags.get("mlflow.source.git.commit", ""),
+            record.tags.get("harness.git_dirty", ""),
+            varied,
+            sweep=f"Job #{job.idx} of sweep `{self.sweep_id}` ({len(self.rows)} jobs).",
+        )
+
     def _command(self) -> str:
         task = OmegaConf.select(self.config, "hydra.overrides.task") or []
         hydra = OmegaConf.select(self.config, "hydra.overrides.hydra") or []
@@ -141,6 +198,10 @@ class HarnessSweepHook(SweepHook):
             if found:
                 self.tracker.reopen_sweep_parent(found)
                 return found, True
+        from harness.naming import describe_sweep
+        from harness.runner import git_state
+
+        commit, dirty = git_state()
         task = " ".join(str(o) for o in (OmegaConf.select(self.config, "hydra.overrides.task") or []))
         tags = {
             "harness.sweep_id": self.sweep_id,
@@ -149,11 +210,38 @@ class HarnessSweepHook(SweepHook):
             "harness.sweep_command": self._command(),
             "harness.sweep_jobs": str(njobs),
             "harness.launcher": "harness_ray",
-            "mlflow.note.content": f"Sweep of {njobs} jobs: {self._command()}",
+            "mlflow.note.content": describe_sweep(self._command(), njobs, self.varied, self.sweep_id, commit, dirty),
+            "mlflow.source.git.commit": commit,
+            "mlflow.source.name": "harness",
+            "mlflow.source.type": "LOCAL",
         }
         return self.tracker.create_run(f"sweep-{self.sweep_id[:8]}", tags=tags), False
 
     # -- on the workers -----------------------------------------------------------
+    def order(self, jobs: Sequence[Job]) -> List[Job]:
+        """One job per technique result first, then the jobs that reuse one.
+
+        Jobs that differ only in their accelerator need the same technique result
+        (:mod:`harness.technique_cache`): submitted side by side, the second would
+        wait on the first's lock and hold a slot idle. So the first job of each
+        group goes first, and the others are held back (``Job.after``) until it is done.
+        """
+        from harness.app import plugin_values
+
+        first, rest, computes = [], [], {}
+        for job in jobs:
+            choices = job.meta["choices"]
+            values = plugin_values(job.config, choices)
+            identity = json.dumps([choices["workload"], values["workload"], choices["technique"], values["technique"],
+                                   int(job.config.seed)], sort_keys=True, default=str)
+            if identity in computes:
+                job.after = computes[identity]
+                rest.append(job)
+            else:
+                computes[identity] = job
+                first.append(job)
+        return first + rest
+
     def job_env(self) -> Dict[str, str]:
         """Numba kernels cached under ``cache_dir/numba`` unless the launcher says otherwise."""
         if self.opts.numba_cache_dir:
@@ -190,10 +278,23 @@ class HarnessSweepHook(SweepHook):
                 "harness.job_dir": str(result.working_dir or ""),
             }
         )
-        name = run_name(record) if "workload" in record.params else f"job-{job.idx}"
+        name = job.meta.get("name") or (run_name(record) if "workload" in record.params else f"job-{job.idx}")
+        record.tags.setdefault("mlflow.note.content", self._describe(job, record))
         row = job.meta["row"]
-        row.run_id = self.tracker.write(record, name, parent_run_id=self.parent_id)
+        try:
+            row.run_id = self.tracker.write(record, name, parent_run_id=self.parent_id)
+        except Exception as exc:  # the store failed mid-sweep: keep the record on disk (harness.store)
+            from harness.store import PendingRecord, keep_pending
+
+            path = keep_pending(self.cache_dir, PendingRecord(
+                record, name, self.tracker.tracking_uri, self.tracker.experiment_name, self.parent_id, str(exc)))
+            self.pending.append(str(path))
+            print(f"harness: job #{job.idx}: could not write its run ({type(exc).__name__}); record kept in {path}",
+                  file=sys.stderr, flush=True)
+            row.run_id = ""
         row.status, row.note, row.metrics = record.status, record.error or "", dict(record.metrics)
+        if not row.run_id:
+            row.note = "record pending on disk (harness flush)"
         if record.status == FAILED:
             result.status = JobStatus.FAILED
             result.return_value = ExperimentFailed(f"run {row.run_id} FAILED in {record.error}")
@@ -235,9 +336,10 @@ class HarnessSweepHook(SweepHook):
                     pass
         rows = [job.meta["row"] for job in jobs]
         counts = summary.counts(rows)
-        keys = summary.key_metrics(rows, self.opts.summary_metrics)
+        keys = summary.key_metrics(rows, self.opts.summary_metrics, self.headline)
+        stats = summary.headline_summary(rows, self.headline)
         files = {
-            "sweep_summary.md": summary.markdown(rows, self.sweep_id, self._command(), keys).encode(),
+            "sweep_summary.md": summary.markdown(rows, self.sweep_id, self._command(), keys, stats).encode(),
             "sweep_summary.json": summary.to_json(rows).encode(),
         }
         tags = {
@@ -247,7 +349,7 @@ class HarnessSweepHook(SweepHook):
             **{f"harness.sweep.{k}": f"{v:.3f}" for k, v in timings.items()},
             **{f"harness.sweep.{k}": v for k, v in cluster.items()},
         }
-        self.tracker.finish_run(self.parent_id, "FAILED" if counts["FAILED"] else "FINISHED", tags, files)
+        self.tracker.finish_run(self.parent_id, "FAILED" if counts["FAILED"] else "FINISHED", tags, files, stats)
         where = (
             f"parent run {self.parent_id} in experiment {self.tracker.experiment_name!r} at {self.tracker.tracking_uri}"
         )
@@ -257,6 +359,15 @@ class HarnessSweepHook(SweepHook):
 
         dashboard = str(self.config.get("dashboard") or "")
         render_after_sweep(self.tracker.tracking_uri, self.tracker.experiment_name, self.sweep_id, dashboard)
+        if self.pending:
+            print(
+                f"harness: {len(self.pending)} record(s) could not be written and are kept in "
+                f"{Path(self.pending[0]).parent}; `harness flush` (or the next run) writes them",
+                file=sys.stderr,
+                flush=True,
+            )
+            if not counts["FAILED"]:
+                raise SweepFailed(1)
         if counts["FAILED"]:
             bad = ", ".join(f"#{r.idx}" for r in rows if r.status == "FAILED")
             print(

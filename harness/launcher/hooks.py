@@ -7,6 +7,8 @@ a hook, which runs in the driver process only:
 
 * :meth:`SweepHook.before_launch` sees every composed :class:`Job` before Ray
   starts; it may skip jobs (:meth:`Job.skip`) or fail the whole sweep by raising;
+* :meth:`SweepHook.order` chooses the order in which the jobs to run are submitted
+  (and may set :attr:`Job.after` to hold a job back until another's result is in);
 * :meth:`SweepHook.worker_task` chooses what runs on the worker inside
   ``run_job`` (by default the task function itself);
 * :meth:`SweepHook.on_result` sees each job's ``JobReturn`` as it arrives, and
@@ -47,6 +49,9 @@ class Job:
     meta: Dict[str, Any] = field(default_factory=dict)
     #: The ``JobReturn`` once known (after the hook's :meth:`SweepHook.on_result`).
     result: Any = None
+    #: Set by the hook: submit this job only once ``after``'s result has arrived
+    #: (it reuses what ``after`` computes). Ignored when nothing else could run.
+    after: Optional["Job"] = None
 
     def skip(self, return_value: Any = None) -> None:
         """Do not run this job; the sweeper gets ``return_value`` as its result."""
@@ -70,6 +75,10 @@ class SweepHook:
 
     def before_launch(self, jobs: Sequence[Job]) -> None:
         """Every composed job of the batch, before Ray starts; may skip jobs or raise."""
+
+    def order(self, jobs: Sequence[Job]) -> List[Job]:
+        """The order to submit the jobs to be run (default: as composed)."""
+        return list(jobs)
 
     def job_env(self) -> Dict[str, str]:
         """Extra environment variables for the jobs' worker processes."""

@@ -11,7 +11,7 @@ import shlex
 from dataclasses import dataclass, field
 from typing import Dict, List, Sequence
 
-__all__ = ["Row", "command_line", "key_metrics", "markdown", "text", "to_json", "user_overrides"]
+__all__ = ["Row", "command_line", "headline_summary", "key_metrics", "markdown", "text", "to_json", "user_overrides"]
 
 SKIPPED = "SKIPPED"
 
@@ -49,17 +49,40 @@ def _own(row: Row, common: Sequence[str]) -> str:
     return " ".join(o for o in user_overrides(row.overrides) if o not in common) or "-"
 
 
-def key_metrics(rows: Sequence[Row], chosen: Sequence[str] = ()) -> List[str]:
-    """``chosen``, else up to four metrics: those that differ between jobs first."""
+def key_metrics(rows: Sequence[Row], chosen: Sequence[str] = (), headline: Sequence[str] = ()) -> List[str]:
+    """``chosen``; else the ``headline`` metrics the plugins declare (those some job
+    logged, in the order given), then other metrics that differ between jobs, up
+    to four in all (without headline metrics: four, varying ones first)."""
     if chosen:
         return list(chosen)
+    logged = {name for row in rows for name in row.metrics}
+    keys = [h for i, h in enumerate(headline) if h in logged and h not in headline[:i]]
     values: Dict[str, set] = {}
     for row in rows:
         for name, value in row.metrics.items():
-            if name.endswith(("_exact", "_se")) or name.startswith("trace/"):
+            if name in keys or name.endswith(("_exact", "_se")) or name.startswith("trace/"):
                 continue
             values.setdefault(name, set()).add(value)
-    return sorted(values, key=lambda n: (len(values[n]) < 2, n))[:4]
+    others = sorted(values, key=lambda n: (len(values[n]) < 2, n))
+    if keys:  # after the headline, only metrics that vary
+        others = [n for n in others if len(values[n]) > 1]
+    return keys + others[: max(4 - len(keys), 2 if not keys else 0)]
+
+
+def headline_summary(rows: Sequence[Row], headline: Sequence[str]) -> Dict[str, float]:
+    """``METRIC/max``, ``METRIC/min`` and ``METRIC/mean`` of each headline metric over
+    the jobs that finished (now or in an earlier run of the sweep): the parent run's metrics."""
+    out: Dict[str, float] = {}
+    done = [r for r in rows if r.status in ("FINISHED", SKIPPED) and r.run_id]
+    seen = set()
+    for name in headline:
+        if name in seen:
+            continue
+        seen.add(name)
+        vals = [float(r.metrics[name]) for r in done if name in r.metrics]
+        if vals:
+            out.update({f"{name}/max": max(vals), f"{name}/min": min(vals), f"{name}/mean": sum(vals) / len(vals)})
+    return out
 
 
 def counts(rows: Sequence[Row]) -> Dict[str, int]:
@@ -87,10 +110,20 @@ def to_json(rows: Sequence[Row]) -> str:
     )
 
 
-def markdown(rows: Sequence[Row], sweep_id: str, command: str, keys: Sequence[str]) -> str:
+def markdown(
+    rows: Sequence[Row], sweep_id: str, command: str, keys: Sequence[str], stats: Dict[str, float] | None = None
+) -> str:
+    """The parent run's ``sweep_summary.md``: the command, the headline metrics'
+    ``stats`` (:func:`headline_summary`), then one row per job."""
     common = _common(rows)
     header = ["job", "overrides", "status", "run_id", *keys]
     lines = [f"Sweep {sweep_id}: `{command}`", ""]
+    if stats:
+        names = list(dict.fromkeys(k.rsplit("/", 1)[0] for k in stats))
+        lines += ["| headline metric | max | min | mean |", "|---|---|---|---|"]
+        for n in names:
+            lines.append(f"| {n} | " + " | ".join(f"{stats[f'{n}/{s}']:.6g}" for s in ("max", "min", "mean")) + " |")
+        lines.append("")
     if common:
         lines += [f"Common to every job: `{' '.join(common)}`", ""]
     lines += ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]

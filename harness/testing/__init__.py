@@ -18,17 +18,23 @@ wrong and what the contract wants):
   config's declared ``valid(...)`` metadata (:mod:`harness.validation`), which is
   well-formed; its factory accepts the config; claims name metrics with a stage
   prefix and a paper is given;
-* accelerators: ``numerics`` is ``None`` or a backend whose ``matmul`` returns the
-  right shape, finite values, float32 for float operands and is deterministic
-  for a fresh instance with the same config; ``cost`` of a small trace is a
-  dict of finite numbers;
+* accelerators: ``numerics`` is ``None`` or a backend that, bound to a run seed
+  and called with a ``GemmCall`` (contract v2; a v1 ``matmul(a, b)`` backend gets a
+  ``ContractWarning``), returns the right shape, finite values, float32 for float
+  operands, the same result for a fresh instance with the same config and seed,
+  and, with ``prepare_weight``, prepares a weight once and gives the same result
+  as preparing it inline; ``cost`` of a small trace (GEMM, attention,
+  decode-attention and elementwise ops, weight values) is a dict of finite numbers;
 * workloads: with the smoke config, ``build``, ``evaluate`` (exact numerics) and
-  ``op_trace`` work and give finite metrics and a non-empty trace; a workload
-  whose optional data package is not installed (``harness.data.MissingDataError``)
-  is skipped, not failed;
-* techniques: composed with their ``smoke_workload`` and ``exact``, a full run
-  finishes (via :func:`harness.runner.run_experiment`), and twice with the same
-  seed gives the same metrics (``perf/`` wall-clock metrics excepted).
+  ``op_trace`` work and give finite metrics and a non-empty trace; the subject is
+  of the ``subject:`` kind the spec provides, and a workload that provides
+  ``weight_values`` has them in its trace; a workload whose optional data
+  package is not installed (``harness.data.MissingDataError``) is skipped;
+* techniques: composed with their ``smoke_workload`` (which must provide what
+  the technique ``needs``) and ``exact``, a full run finishes (via
+  :func:`harness.runner.run_experiment`), twice with the same seed gives the same
+  metrics (``perf/`` wall-clock metrics excepted), and with ``cache_result`` a
+  second run reuses the cached result with the same metrics.
 * training GEMMs (a technique's ``subject.train(..., gemm=g)``):
   :func:`check_training_gemm` trains tiny models through ``g`` and checks calls,
   shapes, finiteness, that every role of every op arrives, and reproducibility.

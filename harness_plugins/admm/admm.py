@@ -346,7 +346,7 @@ class AdmmTechnique:
         final_test = subject.evaluate(split="test")
         ctx.log_metric("technique/final_val_accuracy", subject.evaluate(split="val"))
         # points of accuracy lost to compression, on the split the workload reports
-        ctx.log_metric("technique/accuracy_drop", 100.0 * (dense_test - final_test))
+        ctx.log_metric("technique/accuracy_drop_points", 100.0 * (dense_test - final_test))
         rows = []
         for n, w in eff.items():
             nnz = int(np.count_nonzero(w))

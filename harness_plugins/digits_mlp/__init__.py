@@ -85,4 +85,5 @@ def harness_workloads():
         factory=DigitsMlp,
         smoke={"epochs": 2},
         provides={"subject:model", "weight_values", "training_gemms"},
+        headline=("eval/accuracy", "eval/accuracy_exact"),
     )

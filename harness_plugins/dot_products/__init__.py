@@ -169,4 +169,5 @@ def harness_workloads():
         factory=DotProducts,
         smoke={"count": 64, "columns": 8},
         provides={"subject:gemms"},
+        headline=("numerics/rmse",),
     )

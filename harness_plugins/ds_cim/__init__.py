@@ -208,6 +208,7 @@ def harness_accelerators():
         paper=PAPER,
         claims=CLAIMS,
         smoke={"stream_length": 64},
+        headline=("accelerator/energy_pj", "accelerator/tops_per_w"),
     )
 
 

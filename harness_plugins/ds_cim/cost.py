@@ -350,7 +350,7 @@ def cost_of_trace(p: MacroParams, trace: OpTrace) -> dict[str, float]:
         "tops_per_w": ops / energy_j / 1e12 if energy_j > 0 else 0.0,
         "tops_per_mm2": ops / latency_s / area_mm2 / 1e12 if latency_s > 0 else 0.0,
         "energy_per_mac_pj": energy_j / macs * 1e12 if macs else 0.0,
-        "energy_uj": energy_j * 1e6,
+        "energy_pj": energy_j * 1e12,
         "latency_us": latency_s * 1e6,
         "cycles": float(cycles),
         "area_mm2": area_mm2,

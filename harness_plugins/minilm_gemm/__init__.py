@@ -249,4 +249,5 @@ def harness_workloads():
         factory=MinilmGemm,
         smoke={"sentences": 2, "layers": 1, "max_tokens": 16},
         provides={"subject:gemms"},
+        headline=("numerics/sqnr_db",),
     )

@@ -64,4 +64,5 @@ def harness_workloads():
         factory=MnistLenet5,
         smoke={"epochs": 2, "train_samples": 1000},
         provides={"subject:model", "weight_values", "training_gemms"},
+        headline=("eval/accuracy", "eval/accuracy_exact"),
     )

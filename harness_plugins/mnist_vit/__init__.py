@@ -83,4 +83,5 @@ def harness_workloads():
         factory=MnistVit,
         smoke={"epochs": 2, "train_samples": 1000, "depth": 2, "warmup_epochs": 0.0},
         provides={"subject:model", "weight_values", "training_gemms"},
+        headline=("eval/accuracy", "eval/accuracy_exact"),
     )

@@ -76,7 +76,7 @@ class Bf16Accelerator:
         macs = float(trace.macs)  # a dense systolic array does not skip zeros
         cycles = np.ceil(macs / c.macs_per_cycle)
         return {
-            "energy_uj": macs * c.energy_per_mac_pj * 1e-6,
+            "energy_pj": macs * c.energy_per_mac_pj,
             "energy_per_mac_pj": c.energy_per_mac_pj,
             "latency_us": cycles / c.clock_mhz,
             # Weights and inputs move as bfloat16, 2 bytes each, whatever width the trace states.
