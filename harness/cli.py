@@ -344,8 +344,10 @@ def error_message(exc: BaseException) -> tuple[str, int]:
         lines = [_first_line(text)]
         if isinstance(cause, OmegaConfBaseException) and _first_line(str(cause)) not in lines[0]:
             lines.append(_first_line(str(cause)))
-        elif len(text.splitlines()) > 1:
-            lines.append(_first_line("\n".join(text.splitlines()[1:])))
+        else:  # Hydra's own detail lines ("Available options in 'accelerator':" + one per line)
+            rest = [line.strip() for line in text.splitlines()[1:] if line.strip()]
+            if rest:
+                lines.append(rest[0] + " " + ", ".join(rest[1:]) if rest[0].endswith(":") else " ".join(rest))
         return "\n  ".join(line for line in lines if line), 2
     try:
         from harness.launcher.cluster import ClusterUnreachable
@@ -384,6 +386,36 @@ def _empty_sweep(args: list[str]) -> str:
             except Exception:
                 return ""
     return ""
+
+
+def _interruptible():
+    """Ctrl-C that always ends a single run: Python ignores a KeyboardInterrupt raised
+    inside a finalizer or weakref callback (SQLAlchemy has some), so until the main
+    code has handled it, the interrupt is raised again every second. Returns the event
+    to set once handled."""
+    import threading
+
+    asked, handled = threading.Event(), threading.Event()
+
+    def on_sigint(signum, frame):
+        asked.set()
+        raise KeyboardInterrupt
+
+    def insist():
+        asked.wait()
+        while not handled.wait(1.0):
+            os.kill(os.getpid(), signal.SIGINT)
+
+    shown = sys.unraisablehook
+
+    def unraisable(info):  # the ignored interrupt: no "Exception ignored in ..." traceback
+        if not isinstance(info.exc_value, KeyboardInterrupt):
+            shown(info)
+
+    sys.unraisablehook = unraisable
+    signal.signal(signal.SIGINT, on_sigint)
+    threading.Thread(target=insist, name="harness-sigint", daemon=True).start()
+    return handled
 
 
 class _HydraJobErrorFilter:
@@ -431,11 +463,14 @@ def cmd_run(args: list[str]) -> int:
     os.environ["HYDRA_FULL_ERROR"] = "1"
     if not verbose:
         sys.stderr = _HydraJobErrorFilter(sys.stderr)
+    handled = _interruptible() if not {"-m", "--multirun"} & set(args) else None
     try:
         entry()
     except SystemExit as exc:
         return exc.code if isinstance(exc.code, int) else (0 if exc.code is None else 1)
     except KeyboardInterrupt:
+        if handled is not None:
+            handled.set()
         print("\nharness: interrupted (Ctrl-C); a single run records nothing, a sweep's parent run is "
               "marked KILLED and a rerun resumes it", file=sys.stderr, flush=True)
         return 130

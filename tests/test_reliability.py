@@ -206,8 +206,13 @@ def test_a_record_the_store_refuses_after_the_run_is_kept_and_written_by_the_nex
     runs = {r.data.tags.get("harness.workload"): r for r in mlflow_runs(store / "mlflow.db")}
     run = runs["digits_mlp"]
     assert run.info.status == "FINISHED"
-    assert set(run.data.metrics) == set(kept.metrics), (set(run.data.metrics) ^ set(kept.metrics))
-    assert run.data.metrics == pytest.approx(kept.metrics)
+    assert set(run.data.metrics) == set(kept.metrics) | set(kept.series)  # every metric, every curve
+    assert {k: run.data.metrics[k] for k in kept.metrics} == pytest.approx(kept.metrics)
+    from mlflow.tracking import MlflowClient
+
+    client = MlflowClient(tracking_uri=env["MLFLOW_TRACKING_URI"])
+    for name, points in kept.series.items():
+        assert len(client.get_metric_history(run.info.run_id, name)) == len(points)
     assert {k: str(v) for k, v in kept.params.items()} == run.data.params
     _no_running_runs(store / "mlflow.db")
 
