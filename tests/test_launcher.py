@@ -446,6 +446,60 @@ def test_driver_killed_mid_sweep_then_rerun_completes_each_job_exactly_once(tmp_
     assert all(c.info.status in ("FINISHED", "KILLED") for c in children)
 
 
+def _process_group(pgid: int) -> dict[int, str]:
+    """``{pid: executable}`` of the live processes in a process group."""
+    found = {}
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            if os.getpgid(int(entry.name)) == pgid:
+                found[int(entry.name)] = (entry / "cmdline").read_bytes().split(b"\0")[0].decode()
+        except (OSError, ProcessLookupError):
+            continue
+    return found
+
+
+def test_the_local_raylet_killed_mid_sweep_restarts_ray_and_each_job_finishes_once(tmp_path, short_tmp):
+    markers = tmp_path / "markers"
+    env = _env(tmp_path, TMPDIR=str(short_tmp))
+    _runs(tmp_path)
+    driver = subprocess.Popen(
+        [str(BIN / "harness"), "run", "-m", "workload=spin", "workload.sleep=2", f"workload.marker_dir={markers}",
+         "seed=0,1,2,3,4,5", "hydra.launcher.max_concurrent=2", f"cache_dir={tmp_path / 'cache'}"],
+        cwd=tmp_path, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True,
+    )
+    try:
+        deadline = time.monotonic() + 120
+        while time.monotonic() < deadline and not (markers.exists() and list(markers.iterdir())):
+            assert driver.poll() is None, driver.communicate()
+            time.sleep(0.2)
+        raylets = [pid for pid, exe in _process_group(driver.pid).items() if exe.endswith("/raylet")]
+        assert len(raylets) == 1, _process_group(driver.pid)
+        started = {m.name for m in markers.iterdir()}
+        os.kill(raylets[0], signal.SIGKILL)
+        out, err = driver.communicate(timeout=240)
+    finally:
+        if driver.poll() is None:
+            os.killpg(driver.pid, signal.SIGKILL)
+            driver.wait()
+    assert driver.returncode == 0, out[-2000:] + err[-3000:]
+    assert "the local Ray node died" in err and "restarting Ray (1 of hydra.launcher.max_restarts=2)" in err, err[-3000:]
+    assert "Sweep 6 jobs: 6 finished, 0 failed" in out
+    parents, children = _runs(tmp_path)
+    assert {c.info.status for c in children} == {"FINISHED"}, [c.data.tags.get("mlflow.note.content") for c in children]
+    counts = _finished_by_hash(children)
+    assert len(counts) == 6 and set(counts.values()) == {1}, counts
+    assert parents[0].data.tags["harness.sweep.ray_restarts"] == "1"
+    resubmitted = {c.data.params["seed"] for c in children if c.data.tags.get("harness.resubmitted_after_node_loss") == "1"}
+    assert {m.split("-")[0] for m in started} <= resubmitted, (started, resubmitted)
+    for seed in {m.split("-")[0] for m in started}:  # ran twice: on the dead node, then after the restart
+        assert len(list(markers.glob(f"{seed}-*"))) == 2
+    time.sleep(1.0)
+    assert not _process_group(driver.pid), "the first Ray's processes must all be gone"
+    assert not [p for p in short_tmp.iterdir() if p.name.startswith("harness-ray-")], "both Ray session folders removed"
+
+
 # -- clusters started with `ray start` -------------------------------------------------
 @pytest.mark.cluster
 def test_address_auto_joins_a_running_cluster_and_leaves_it_running(tmp_path, short_tmp):

@@ -187,6 +187,25 @@ class Cluster:
             self.stop()
             raise
 
+    def node_alive(self) -> bool:
+        """False once the private Ray's raylet process has exited (always True when
+        joined to a cluster: there a node's death is Ray's to handle, by retries)."""
+        if not (self.local and self.started_here):
+            return True
+        try:
+            from ray._private import ray_constants
+            from ray._private.worker import _global_node
+
+            infos = _global_node.all_processes.get(ray_constants.PROCESS_TYPE_RAYLET, [])
+        except Exception:  # a Ray upgrade moved these: tests/test_reliability.py fails loudly
+            return True
+        return all(info.process.poll() is None for info in infos)
+
+    def restart(self):
+        """The private Ray after its node died: shut down what is left, start afresh."""
+        self.stop()
+        return self.start()
+
     def capacity(self) -> int:
         """Jobs that can run at once with ``cpus_per_job`` each."""
         cpus = float(self.ray.cluster_resources().get("CPU", 0.0))

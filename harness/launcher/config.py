@@ -29,6 +29,9 @@ class HarnessRayLauncherConf:
     max_concurrent: Optional[int] = None
     #: Times a job is retried after its worker process or node died.
     max_retries: int = 2
+    #: Private Ray only: times Ray is restarted when its node (the raylet) dies
+    #: mid-sweep; the jobs it took with it are resubmitted.
+    max_restarts: int = 2
     #: Joining a cluster: seconds to wait for its address to answer before giving up
     #: with a message (Ray's own retries would take about 13 minutes).
     connect_timeout_s: float = 20.0
@@ -68,6 +71,8 @@ def options_from(options: Dict[str, Any]) -> HarnessRayLauncherConf:
         raise ValueError(f"hydra.launcher.max_concurrent={opts.max_concurrent}: must be >= 1, or null for no cap")
     if opts.max_retries < 0:
         raise ValueError(f"hydra.launcher.max_retries={opts.max_retries}: must be >= 0")
+    if opts.max_restarts < 0:
+        raise ValueError(f"hydra.launcher.max_restarts={opts.max_restarts}: must be >= 0")
     if not opts.connect_timeout_s or not 0 < float(opts.connect_timeout_s) <= 3600:
         raise ValueError(f"hydra.launcher.connect_timeout_s={opts.connect_timeout_s}: must be > 0 and <= 3600 seconds")
     if opts.address is not None and str(opts.address).strip() == "":

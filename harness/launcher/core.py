@@ -6,6 +6,13 @@ files. Results are collected with ``ray.wait`` as they finish, never with one
 ``ray.get`` over the list, which raises on the first failure and drops the rest.
 A job whose worker process or node died more than ``max_retries`` times, or whose
 task raised outside ``run_job``, comes back as a FAILED ``JobReturn`` saying so.
+
+A private Ray's raylet can die under the sweep (killed, out of memory, or with its
+dashboard agent, which shares its fate). Ray's core worker then ends the driver
+process within seconds, so the driver watches the raylet itself, and on its death
+shuts Ray down, starts a fresh one and resubmits the jobs that were in flight
+(at most ``max_restarts`` times). Results already handled are kept: the hook
+recorded them, so every job is recorded once.
 """
 
 from __future__ import annotations
@@ -23,13 +30,17 @@ from harness.launcher.cluster import Cluster
 from harness.launcher.hooks import Job
 from harness.launcher.progress import Progress
 
-__all__ = ["JobLost", "launch"]
+__all__ = ["JobLost", "LocalNodeDied", "launch"]
 
 log = logging.getLogger("harness.launcher")
 
 
 class JobLost(RuntimeError):
     """A job produced no result: its worker died too often, or Ray could not run it."""
+
+
+class LocalNodeDied(RuntimeError):
+    """The private Ray's raylet died mid-sweep (raised when no restart is left)."""
 
 
 def _compose(launcher, overrides: Sequence[str], idx: int) -> Job:
@@ -96,7 +107,30 @@ def launch(launcher, job_overrides: Sequence[Sequence[str]], initial_job_idx: in
             t_ray = time.monotonic()
             where = {"ray_address": cluster.address, "ray_started_here": str(cluster.local).lower()}
             progress.start = t_ray
-            _run(launcher, ray, cluster, todo, progress)
+            restarts = 0
+            while True:
+                try:
+                    _run(launcher, ray, cluster, todo, progress)
+                    break
+                except _NodeLost as lost:
+                    todo = [job for job in todo if job.result is None]
+                    if restarts >= opts.max_restarts:
+                        raise LocalNodeDied(
+                            f"the local Ray node died {restarts + 1} times ({lost}); {len(todo)} jobs not run; "
+                            "rerun the same command to run them (finished jobs are skipped), "
+                            "or raise hydra.launcher.max_restarts"
+                        ) from None
+                    restarts += 1
+                    for job in lost.in_flight:
+                        job.meta["node_restarts"] = job.meta.get("node_restarts", 0) + 1
+                    progress.message(
+                        f"harness: the local Ray node died ({lost}); restarting Ray "
+                        f"({restarts} of hydra.launcher.max_restarts={opts.max_restarts}) and resubmitting "
+                        f"{len(lost.in_flight)} running and {len(todo) - len(lost.in_flight)} queued jobs"
+                    )
+                    ray = cluster.restart()
+                    where["ray_address"] = cluster.address
+                    where["ray_restarts"] = str(restarts)
             t_done = time.monotonic()
     except BaseException as exc:
         if hook is not None:
@@ -123,6 +157,14 @@ def launch(launcher, job_overrides: Sequence[Sequence[str]], initial_job_idx: in
     if hook is not None:
         hook.after_launch(jobs, timings, where)
     return [job.result for job in jobs]
+
+
+class _NodeLost(Exception):
+    """The private Ray's raylet died; ``in_flight`` are the jobs it took with it."""
+
+    def __init__(self, reason: str, in_flight: List[Job]):
+        super().__init__(reason)
+        self.in_flight = in_flight
 
 
 def _run(launcher, ray, cluster: Cluster, todo: List[Job], progress: Progress) -> None:
@@ -152,7 +194,7 @@ def _run(launcher, ray, cluster: Cluster, todo: List[Job], progress: Progress) -
     driver_cwd = os.getcwd()
     queue = list(todo)
     in_flight: Dict[Any, Job] = {}
-    done = failed = 0
+    done, failed = progress.done, progress.failed  # carried over a restart of the local Ray
     capacity, checked = cluster.capacity(), time.monotonic()
 
     def cap() -> int:
@@ -172,9 +214,14 @@ def _run(launcher, ray, cluster: Cluster, todo: List[Job], progress: Progress) -
             queue.pop(i)
             in_flight[remote.remote(key, shared, job.config, driver_cwd)] = job
 
+    def node_lost(reason: str) -> _NodeLost:
+        return _NodeLost(reason, list(in_flight.values()))
+
     while queue or in_flight:
         submit()
         progress.update(done, failed, running())
+        if not cluster.node_alive():
+            raise node_lost("its raylet exited")
         ready, _ = ray.wait(list(in_flight), num_returns=1, timeout=1.0)
         if not ready:
             if time.monotonic() - checked > 5.0:
@@ -182,10 +229,15 @@ def _run(launcher, ray, cluster: Cluster, todo: List[Job], progress: Progress) -
             continue
         # Take everything already done, refill the queue first, then handle results.
         ready, _ = ray.wait(list(in_flight), num_returns=len(in_flight), timeout=0)
-        finished = [(ref, in_flight.pop(ref)) for ref in ready]
+        results = [(ref, _result(ray, ref, in_flight[ref], opts.max_retries, cluster.local)) for ref in ready]
+        if not cluster.node_alive() or any(res is _NODE_DIED for _, res in results):
+            # Nothing of this batch is handled: with the node gone, a result that did
+            # arrive is kept by resubmitting its job too (it is recorded once, later).
+            raise node_lost("a job reported that its raylet died")
+        finished = [(in_flight.pop(ref), res) for ref, res in results]
         submit()
-        for ref, job in finished:
-            job.result = _result(ray, ref, job, opts.max_retries)
+        for job, res in finished:
+            job.result = res
             if hook is not None:
                 hook.on_result(job, job.result)
             if job.result.status == JobStatus.COMPLETED:
@@ -195,13 +247,23 @@ def _run(launcher, ray, cluster: Cluster, todo: List[Job], progress: Progress) -
         progress.update(done, failed, running(), force=True)
 
 
-def _result(ray, ref, job: Job, max_retries: int):
-    """The job's ``JobReturn``, or a FAILED one saying why there is none."""
+#: ``_result``'s answer for a job whose local raylet died (the sweep restarts Ray).
+_NODE_DIED = object()
+
+
+def _result(ray, ref, job: Job, max_retries: int, local: bool = False):
+    """The job's ``JobReturn``, or a FAILED one saying why there is none (or, on a
+    private Ray whose raylet died, ``_NODE_DIED``)."""
     from hydra.core.utils import JobStatus
-    from ray.exceptions import RayTaskError
+    from ray.exceptions import LocalRayletDiedError, RayTaskError
 
     try:
         return ray.get(ref)
+    except LocalRayletDiedError as exc:
+        if local:
+            return _NODE_DIED
+        error = JobLost(f"worker lost: {type(exc).__name__}: its node's raylet died")
+        job.meta["traceback"] = f"{type(exc).__name__}: {exc}"
     except RayTaskError as exc:  # raised outside run_job's own error handling
         cause = exc.cause if getattr(exc, "cause", None) is not None else exc
         error = JobLost(f"job setup: {type(cause).__name__}: {cause}")

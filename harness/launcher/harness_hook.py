@@ -278,6 +278,8 @@ class HarnessSweepHook(SweepHook):
                 "harness.job_dir": str(result.working_dir or ""),
             }
         )
+        if job.meta.get("node_restarts"):  # in flight when the local Ray died; run again after its restart
+            record.tags["harness.resubmitted_after_node_loss"] = str(job.meta["node_restarts"])
         name = job.meta.get("name") or (run_name(record) if "workload" in record.params else f"job-{job.idx}")
         record.tags.setdefault("mlflow.note.content", self._describe(job, record))
         row = job.meta["row"]

@@ -65,6 +65,14 @@ class Progress:
             self.stream.flush()
             self._last_print = now
 
+    def message(self, text: str) -> None:
+        """A line to stderr that does not garble the live progress line."""
+        if self.enabled and self.tty and self._last_line:
+            self.stream.write("\n")
+            self.stream.flush()
+            self._last_line = ""
+        print(text, file=sys.stderr, flush=True)
+
     def close(self) -> None:
         if self.enabled and self.tty and self._last_line:
             self.stream.write("\n")
