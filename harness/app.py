@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import dataclasses
 import logging
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -153,6 +154,32 @@ class RecordPending(RuntimeError):
     """The run's record could not be written and is kept on disk (the message says where)."""
 
 
+def _record_interrupted(record: Record, tracker, cache_dir: str, experiment_name: str) -> None:
+    """Write an interrupted single run as KILLED (kept on disk if the store refuses).
+
+    A second Ctrl-C during this short write is ignored, so the record is never half
+    written; the interrupt goes on as soon as it is stored.
+    """
+    import signal
+
+    from hydra.core.hydra_config import HydraConfig
+
+    from harness.store import PendingRecord, keep_pending
+
+    previous = signal.signal(signal.SIGINT, signal.SIG_IGN)
+    try:
+        name = label_single_run(record, list(HydraConfig.get().overrides.task))
+        try:
+            run_id = tracker.write(record, name)
+            where = f"run {run_id} recorded as KILLED in experiment {experiment_name!r} at {tracker.tracking_uri}"
+        except Exception as exc:
+            path = keep_pending(cache_dir, PendingRecord(record, name, tracker.tracking_uri, experiment_name, error=str(exc)))
+            where = f"its KILLED record could not be written ({type(exc).__name__}) and is kept in {path}"
+        print(f"harness: interrupted in {record.tags.get('harness.failed_stage', '?')}; {where}", file=sys.stderr, flush=True)
+    finally:
+        signal.signal(signal.SIGINT, previous)
+
+
 def task(cfg: DictConfig) -> str:
     """Hydra task function: run, write to MLflow, fail loudly if the run failed."""
     from hydra.errors import CompactHydraException
@@ -170,7 +197,12 @@ def task(cfg: DictConfig) -> str:
         tracker = MlflowTracker(cfg.tracking_uri or None, cfg.experiment_name)
         cache_dir = str(Path(cfg.cache_dir).expanduser().resolve())
         flush_pending(cache_dir, tracker.tracking_uri)  # records an earlier run could not write
-        record = record_for(cfg, choices)
+        try:
+            record = record_for(cfg, choices)
+        except KeyboardInterrupt as exc:  # Ctrl-C mid-run: record it KILLED, then stop
+            if getattr(exc, "record", None) is not None:
+                _record_interrupted(exc.record, tracker, cache_dir, cfg.experiment_name)
+            raise
     except (CapabilityError, PluginError, ConfigError) as exc:  # refused before it started: one line, no run recorded
         raise CompactHydraException(f"harness: {exc}") from exc
     from hydra.core.hydra_config import HydraConfig

@@ -43,6 +43,10 @@ commands:
   dashboard SPEC [--sweep ID] [--experiment NAME] [--out FILE] [--list]
                         render a dashboard spec to one offline HTML file (and file
                         it with the sweep's parent run); see docs/dashboards.md
+  compare (--sweeps A B | --commits REV1 REV2 [OVERRIDES]) [--factor F]
+                        compare two sweeps, or one sweep (default +experiment=perf)
+                        run at two git commits in temporary worktrees, metric by
+                        metric; exits 1 on a regression beyond the factor (1.1)
 
 environment:
   MLFLOW_TRACKING_URI       where runs are recorded (default: sqlite:///mlflow.db here)
@@ -471,7 +475,7 @@ def cmd_run(args: list[str]) -> int:
     except KeyboardInterrupt:
         if handled is not None:
             handled.set()
-        print("\nharness: interrupted (Ctrl-C); a single run records nothing, a sweep's parent run is "
+        print("\nharness: interrupted (Ctrl-C); a single run is recorded KILLED, a sweep's parent run is "
               "marked KILLED and a rerun resumes it", file=sys.stderr, flush=True)
         return 130
     except Exception as exc:
@@ -528,13 +532,22 @@ def _print_plugin_warnings_plainly() -> None:
     warnings.showwarning = show
 
 
+def cmd_compare(args: list[str]) -> int:
+    from harness.compare_cli import main as compare_main  # mlflow loads only in here
+
+    return compare_main(args)
+
+
 def cmd_dashboard(args: list[str]) -> int:
     from harness.dashboard.cli import main as dashboard_main  # mlflow loads only in here
 
     return dashboard_main(args)
 
 
-COMMANDS = {"run": cmd_run, "plugins": cmd_plugins, "ui": cmd_ui, "dashboard": cmd_dashboard, "flush": cmd_flush}
+COMMANDS = {
+    "run": cmd_run, "plugins": cmd_plugins, "ui": cmd_ui, "dashboard": cmd_dashboard, "flush": cmd_flush,
+    "compare": cmd_compare,
+}
 
 
 def main(argv: list[str] | None = None) -> int:

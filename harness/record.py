@@ -9,10 +9,11 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-__all__ = ["Record", "FINISHED", "FAILED"]
+__all__ = ["Record", "FINISHED", "FAILED", "KILLED"]
 
 FINISHED = "FINISHED"
 FAILED = "FAILED"
+KILLED = "KILLED"  # interrupted (Ctrl-C): what was measured so far, never mistaken for complete
 
 
 @dataclass

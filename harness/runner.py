@@ -32,7 +32,7 @@ from harness.config import config_hash, flatten, plugin_params
 from harness.host import Host, get_host
 from harness.numerics.backend import EXACT, bind
 from harness.plots import curves_png
-from harness.record import FAILED, FINISHED, Record
+from harness.record import FAILED, FINISHED, KILLED, Record
 from harness.specs import KINDS, CapabilityError
 from harness.validation import ConfigError, valid, validate_config, value_problems
 from harness.technique_cache import cached_apply, source_digest, technique_key
@@ -281,8 +281,16 @@ def run_experiment(
             # Bound to the run: every GEMM call gets a seed derived from the run's
             # seed and its op, and weight preparation is done once per tensor.
             bound = bind(numerics, seed=ctx.child_seed("numerics"))
+            observe = getattr(numerics, "observe", None)
+            if callable(observe):
+                observe()  # forget what the numerics saw before this evaluation
             quality = _finite(workload.evaluate(subject, bound, ctx), stage)
             ctx.log_metrics(_prefixed(quality, "eval"))
+            if callable(observe):
+                stage = f"accelerator {choices['accelerator']!r} observe"
+                seen = _prefixed(_finite(observe() or {}, stage), "numerics")
+                # The workload's own measurement of a metric wins over the numerics'.
+                ctx.log_metrics({k: v for k, v in seen.items() if k not in record.metrics})
             ctx.set_tag("numerics.contract", "v1" if bound.v1 else "v2")
         stage = f"workload {choices['workload']!r} evaluate on exact numerics"
         exact = _finite(workload.evaluate(subject, bind(EXACT, seed=ctx.child_seed("numerics")), ctx), stage)
@@ -298,6 +306,14 @@ def run_experiment(
         cost = _finite(accelerator.cost(trace, ctx), stage)
         ctx.log_metrics(_prefixed(cost, "accelerator"))
         record.status = FINISHED
+    except KeyboardInterrupt as exc:  # Ctrl-C: the caller records what there is as KILLED
+        record.status = KILLED
+        record.error = f"{stage}: interrupted (Ctrl-C)"
+        record.tags["harness.failed_stage"] = stage
+        record.tags["harness.duration_s"] = f"{time.perf_counter() - started:.3f}"
+        record.end_ms = int(time.time() * 1000)
+        exc.record = record
+        raise
     except Exception as exc:  # any plugin failure becomes a FAILED record
         record.status = FAILED
         record.error = f"{stage}: {type(exc).__name__}: {exc}"

@@ -241,7 +241,7 @@ def test_flush_writes_pending_records_once(workdir):
 # --------------------------------------------------------------------------- no hangs
 
 
-def test_ctrl_c_stops_a_single_run_within_seconds(workdir):
+def test_ctrl_c_stops_a_single_run_within_seconds_and_records_it_killed(workdir):
     proc = subprocess.Popen(
         [sys.executable, "-m", "harness", "run", "workload=mnist_lenet5"], cwd=workdir, env=harness_env(workdir),
         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
@@ -262,9 +262,11 @@ def test_ctrl_c_stops_a_single_run_within_seconds(workdir):
             proc.kill()
     assert proc.returncode == 130, err[-2000:]
     assert elapsed < 15, f"took {elapsed:.1f} s to stop"
-    assert "Traceback" not in err and "interrupted" in err
+    assert "Traceback" not in err and "interrupted" in err and "recorded as KILLED" in err, err[-2000:]
     _no_running_runs(workdir / "mlflow.db")
-    assert mlflow_runs(workdir / "mlflow.db") == []  # a single run interrupted records nothing
+    (run,) = mlflow_runs(workdir / "mlflow.db")  # the interrupted run, KILLED, never mistaken for complete
+    assert run.info.status == "KILLED" and run.data.params["workload"] == "mnist_lenet5"
+    assert run.data.tags["harness.failed_stage"] == "workload 'mnist_lenet5' build"  # it was training
 
 
 def test_an_unreachable_cluster_fails_in_bounded_time(workdir, tmp_path):
