@@ -22,7 +22,7 @@ from typing import Iterable
 
 from harness.record import FAILED, Record
 
-__all__ = ["MlflowTracker", "resolve_tracking_uri"]
+__all__ = ["MlflowTracker", "NOSEED_TAG", "resolve_tracking_uri", "seedless_config_hash"]
 
 # MLflow's per-call limits of log_batch.
 _MAX_PARAMS = 100
@@ -38,8 +38,31 @@ def resolve_tracking_uri(uri: str | None = None) -> str:
     return f"sqlite:///{Path.cwd() / 'mlflow.db'}"
 
 
+#: Tag holding :func:`seedless_config_hash`: runs that differ only in their seed share it.
+NOSEED_TAG = "harness.config_hash_noseed"
+
+
+def seedless_config_hash(params: dict[str, str]) -> str:
+    """The config hash without the seed, from a run's params (its flattened config).
+
+    ``harness.config_hash`` includes the seed (it is what resume skips on); this one
+    groups the seeds of one config, which is how ``harness compare`` matches runs
+    across commits and sweeps. Values are taken as MLflow stores them (strings cut
+    at 6,000 characters), so a run read back hashes the same as when it was written.
+    """
+    import hashlib
+    import json
+
+    canonical = {str(k): str(v)[:6000] for k, v in params.items() if k != "seed"}
+    blob = json.dumps(canonical, sort_keys=True, separators=(",", ":"))
+    return hashlib.sha256(blob.encode()).hexdigest()[:16]
+
+
 def _quiet_mlflow() -> None:
     os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
+    # Over HTTP MLflow prints "View run ... at: URL" for every run it ends; the harness
+    # prints its own links (one per single run, the parent run of a sweep).
+    os.environ.setdefault("MLFLOW_SUPPRESS_PRINTING_URL_TO_STDOUT", "true")
     import logging
 
     logging.getLogger("alembic").setLevel(logging.WARNING)
@@ -106,6 +129,8 @@ class MlflowTracker:
         from mlflow.entities import Metric, Param
 
         tags = {k: str(v)[:5000] for k, v in record.tags.items()}
+        if record.params:  # every run carries its config hash without the seed (harness compare)
+            tags.setdefault(NOSEED_TAG, seedless_config_hash(record.params))
         if parent_run_id:
             tags["mlflow.parentRunId"] = parent_run_id
         run_id = self.create_run(run_name, tags=tags, start_ms=record.start_ms)
