@@ -46,10 +46,14 @@ def _force_loopback() -> None:
     ray_constants.ENABLE_RAY_CLUSTER = False
 
 
+#: What Ray adds below the temp root for its longest unix socket path.
+_RAY_SOCKET_TAIL = "/harness-ray-xxxxxxxx/session_2026-12-01_17-49-43_914989_4194304/sockets/plasma_store"
+
+
 def _short_temp_root() -> str:
     """The system temp folder, unless too long for Ray's unix sockets (107 bytes)."""
     root = tempfile.gettempdir()
-    return root if len(root) <= 32 else "/tmp"
+    return root if len(root) + len(_RAY_SOCKET_TAIL) <= 107 else "/tmp"
 
 
 def _remove_tree(path: str, patience: float = 5.0) -> None:
