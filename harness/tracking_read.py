@@ -74,6 +74,10 @@ class StoreReader:
             )
         return found
 
+    def experiments(self) -> dict[str, str]:
+        """``{id: name}`` of every active experiment in the store."""
+        return {e.experiment_id: e.name for e in self.client.search_experiments(max_results=1000)}
+
     def sweep_parent(self, experiment_ids: Sequence[str], sweep_id: str | None = None) -> RunView | None:
         """The parent run of sweep ``sweep_id`` (a prefix is enough), or of the latest sweep."""
         flt = "tags.`harness.sweep_parent` = 'true'"
