@@ -97,7 +97,13 @@ def plugin_values(cfg: DictConfig, choices: dict[str, str] | None = None) -> dic
 
 
 def config_hash_of(cfg: DictConfig, choices: dict[str, str]) -> str:
-    """The config hash the run of ``cfg`` will be recorded under (without running it)."""
+    """The config hash the run of ``cfg`` will be recorded under (without running it);
+    also where the root keys that are not plugin configs are checked."""
+    name = str(cfg.get("experiment_name", "") or "")
+    if not name.strip() or len(name) > 256:
+        raise ConfigError(f"experiment_name={name!r}: valid is a non-empty name of at most 256 characters")
+    if not str(cfg.get("cache_dir", "") or "").strip():
+        raise ConfigError("cache_dir='': valid is a folder path (default .harness_cache)")
     return experiment_identity(choices, plugin_values(cfg, choices), int(cfg.seed))[3]
 
 

@@ -60,6 +60,18 @@ def _fail(message: str, code: int = 2) -> int:
     return code
 
 
+def argument_parser(prog: str, **kwargs):
+    """An ``argparse`` parser whose errors are one line (with where to find the usage),
+    exit 2, like every other user error of the harness."""
+    import argparse
+
+    class OneLineErrors(argparse.ArgumentParser):
+        def error(self, message):
+            self.exit(2, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
+
+    return OneLineErrors(prog=prog, **kwargs)
+
+
 def plugin_rows(infos, broken=()) -> list[dict]:
     """Plain rows describing installed plugins (for --json, --markdown and the table).
 
@@ -197,7 +209,7 @@ def cmd_ui(args: list[str]) -> int:
     import argparse
     import time
 
-    parser = argparse.ArgumentParser(prog="harness ui", description="Serve the MLflow UI on 127.0.0.1.")
+    parser = argument_parser("harness ui", description="Serve the MLflow UI on 127.0.0.1.")
     parser.add_argument("--port", type=int, default=5000, help="port to listen on (default 5000)")
     parser.add_argument("--tracking-uri", default="", help="store to browse (default: MLFLOW_TRACKING_URI or ./mlflow.db)")
     parser.add_argument("--start-timeout", type=float, default=60.0, help="seconds to wait for the server (default 60)")
@@ -343,6 +355,9 @@ def error_message(exc: BaseException) -> tuple[str, int]:
         return text, (1 if isinstance(exc, (StoreError, RecordPending)) else 2)
     if isinstance(exc, ExperimentFailed):
         return text, 1
+    missing = _missing_choice(exc)
+    if missing:
+        return missing, 2
     if isinstance(exc, (HydraException, OmegaConfBaseException)):
         cause = exc.__cause__
         lines = [_first_line(text)]
@@ -365,10 +380,61 @@ def error_message(exc: BaseException) -> tuple[str, int]:
     return f"{type(exc).__name__}: {_first_line(text)} (internal error; rerun with --verbose for the traceback)", 1
 
 
+def _missing_choice(exc: BaseException) -> str:
+    """``workload=nope: no such option; valid: a, b`` for Hydra's missing config group option."""
+    import re
+
+    from hydra.errors import MissingConfigException
+
+    if not isinstance(exc, MissingConfigException):
+        return ""
+    text = str(exc)
+    found = re.search(r"Could not find '(.+)/([^/']+)'", text)
+    if not found:
+        return ""
+    group, name = found.groups()
+    options = []
+    for line in text.splitlines()[1:]:
+        line = line.strip()
+        if line.startswith("Config search path"):
+            break
+        if line and not line.startswith("Available options"):
+            options.append(line)
+    key = group if group.startswith("hydra/") or group in ("workload", "technique", "accelerator") else f"+{group}"
+    valid = f"; valid: {', '.join(options)}" if options else ""
+    return f"{key}={name}: no such {group.split('/')[-1]} option{valid}"
+
+
 def _from_harness_config(exc: BaseException) -> bool:
     """A ValueError raised by the launcher's option checks (``hydra.launcher.X=...: ...``)."""
     text = str(exc)
     return text.startswith("hydra.launcher.") or text.startswith("hydra/launcher=")
+
+
+def _multirun_first(args: list[str]) -> list[str]:
+    """``-m``/``--multirun`` anywhere among the overrides (Hydra's parser takes it only
+    before them)."""
+    flags = [a for a in args if a in ("-m", "--multirun")]
+    return flags[:1] + [a for a in args if a not in ("-m", "--multirun")] if flags else args
+
+
+def _unparsable_override(args: list[str]) -> str:
+    """``OVERRIDE: what is wrong`` for the first override Hydra cannot parse, if any."""
+    from hydra.core.override_parser.overrides_parser import OverridesParser
+
+    parser = OverridesParser.create()
+    for arg in args:
+        if arg.startswith("-") or "=" not in arg:  # a flag, a flag's value (--cfg job), or Hydra's to judge
+            continue
+        if arg.startswith("="):
+            return f"run: {arg}: an override is KEY=VALUE (for example workload.count=64)"
+        try:
+            parser.parse_overrides([arg])
+        except Exception as exc:
+            first = _first_line(str(exc)).replace("Error parsing override ", "")
+            return (f"run: {arg}: not a valid override ({first}); "
+                    "see https://hydra.cc/docs/advanced/override_grammar/basic/")
+    return ""
 
 
 def _empty_sweep(args: list[str]) -> str:
@@ -456,6 +522,10 @@ def cmd_run(args: list[str]) -> int:
             return _print_sweep_configs(*request)
         except Exception as exc:  # a bad override: say which, as Hydra would
             return _fail(f"run {' '.join(args)}: {type(exc).__name__}: {exc}", 1)
+    args = _multirun_first(args)
+    bad = _unparsable_override(args)
+    if bad:
+        return _fail(bad)
     empty = _empty_sweep(args)
     if empty:
         return _fail(f"run: {empty}: this sweep has no values, so there is nothing to run; "
@@ -499,8 +569,8 @@ def cmd_flush(args: list[str]) -> int:
     """Write pending records (kept when the store failed after a run) to their stores."""
     import argparse
 
-    parser = argparse.ArgumentParser(
-        prog="harness flush",
+    parser = argument_parser(
+        "harness flush",
         description="Write the records kept in CACHE_DIR/pending_records (runs whose store failed) to their stores.",
     )
     parser.add_argument("--cache-dir", default=".harness_cache", help="the runs' cache_dir (default .harness_cache)")

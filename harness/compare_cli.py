@@ -31,8 +31,10 @@ DEFAULT_OVERRIDES = ["+experiment=perf"]
 
 
 def _parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(
-        prog="harness compare",
+    from harness.cli import argument_parser
+
+    p = argument_parser(
+        "harness compare",
         description="Compare two sweeps, or the same sweep at two git commits, metric by metric "
         "(runs matched by config hash without the seed; seeds tell a change from noise).",
         epilog="Exit status: 0 no regression, 1 a metric worse beyond --factor (or a sweep failed), 2 bad input.",

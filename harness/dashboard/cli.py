@@ -9,8 +9,10 @@ __all__ = ["main"]
 
 
 def _parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(
-        prog="harness dashboard",
+    from harness.cli import argument_parser
+
+    p = argument_parser(
+        "harness dashboard",
         description="Render a dashboard spec (dashboards/*.yaml, or one a plugin ships) over an MLflow store "
         "to one self-contained HTML file that works offline; when a sweep is selected, the page and a PNG "
         "of each panel are also filed with the sweep's parent run (artifacts under dashboard/).",
