@@ -19,7 +19,9 @@ from harness.optrace import Op, OpTrace
 from harness.specs import validate_spec
 from harness_plugins.dot_products import DotProducts, DotProductsConfig
 from harness_plugins.ds_cim import PRESETS, DsCimAccelerator, DsCimConfig, encode, harness_accelerators
-from harness_plugins.ds_cim.kernels import PARTITIONS, REMAPS, SCHEMES, mvm_counts, pow2_shift
+from harness_plugins.ds_cim.kernels import (EXCLUSIVE, PARTITION_WEIGHT, PARTITIONS, REMAPS, SCHEMES, encode_codes,
+                                            mvm_counts, mvm_counts_prepared, mvm_counts_sliced, pow2_shift,
+                                            sliced_tables, uses_sliced_kernel, weight_tables)
 from harness_plugins.ds_cim.reference import mvm_counts_reference, pow2_shifts
 
 
@@ -82,6 +84,61 @@ def test_remap_and_partition_kernel_matches_reference_bit_for_bit(remap, partiti
     fast = mvm_counts(*args)
     np.testing.assert_array_equal(fast, mvm_counts_reference(*args))
     assert fast.sum() > 0
+
+
+@pytest.mark.parametrize("remap", list(REMAPS))
+@pytest.mark.parametrize(
+    "encoding,length,group,groups_per_stream,sparsity",
+    [
+        ("sign_split", 256, 16, 1, 0.5),  # the DS-CIM1 operating point (literal table sizes)
+        ("sign_split", 64, 16, 1, 0.0),  # one word, padded to a block of four
+        ("sign_split", 300, 16, 2, 0.7),  # two blocks, a tail, a point shared by two groups
+        ("offset_binary", 130, 16, 1, 0.3),  # 8-bit comparators (literal table sizes)
+        ("sign_split", 200, 4, 3, 0.5),  # OR4: generic table sizes
+        ("offset_binary", 64, 32, 1, 0.9),  # OR32: generic table sizes, mostly zero inputs
+    ],
+)
+def test_sliced_kernel_matches_general_kernel_and_reference(remap, encoding, length, group, groups_per_stream,
+                                                            sparsity):
+    """The weight-slice kernel (a different order of work) against the general kernel and the
+    sample-by-sample reference, on random signed operands with zero runs of every length."""
+    rng = np.random.default_rng([length, group, groups_per_stream, len(remap), len(encoding)])
+    a = rng.integers(-128, 128, (9, 45)) >> rng.integers(0, 7, (9, 1))
+    a[rng.random(a.shape) < sparsity] = 0
+    a[1, : 2 * group] = 0  # whole groups of zero inputs
+    b = rng.integers(-128, 128, (45, 7)) >> rng.integers(0, 7, (1, 7))
+    b[rng.random(b.shape) < 0.2] = 0
+    b[:, 3] = 0  # an all-zero column
+    xm, xn, wm, wn, bits = encode(a, b, encoding)
+    key = np.uint64(0xFEEDFACE12345678)
+    scheme, partition = SCHEMES["exclusive"], PARTITIONS["weight"]
+    assert uses_sliced_kernel(scheme, partition, length) == (length > 64)
+    tables = weight_tables(wm, scheme, bits, group, REMAPS[remap], partition)
+    xm8, xn8 = encode_codes(a, encoding == "offset_binary")  # what the backend feeds the kernel
+    np.testing.assert_array_equal(xm8, xm)
+    np.testing.assert_array_equal(xn8, xn)
+    sliced = mvm_counts_sliced(xm8, xn8, sliced_tables(tables, wn, bits, group), key, length, bits, group,
+                               groups_per_stream, REMAPS[remap])
+    general = mvm_counts_prepared(xm, xn, wn, tables, key, scheme, length, bits, group, groups_per_stream,
+                                  REMAPS[remap], partition)
+    reference = mvm_counts_reference(xm, xn, wm, wn, key, scheme, length, bits, group, groups_per_stream,
+                                     REMAPS[remap], partition)
+    np.testing.assert_array_equal(sliced, reference)
+    np.testing.assert_array_equal(general, reference)
+    assert sliced.sum() > 0
+
+
+def test_backend_gives_the_same_estimate_with_either_kernel():
+    rng = np.random.default_rng(5)
+    a = np.maximum(rng.integers(-128, 128, (33, 150)), 0).astype(np.int32)  # ReLU activations
+    b = rng.integers(-40, 41, (150, 16)).astype(np.int8)
+    backend = DsCimAccelerator(DsCimConfig()).numerics
+    weight = backend.prepare_weight(b)
+    assert weight.sliced is not None  # the DS-CIM1 default runs the sliced kernel
+    fast = backend.integer_matmul(a, weight, call_seed=9)
+    general = backend.integer_matmul(a, dataclasses.replace(weight, sliced=None), call_seed=9)
+    np.testing.assert_array_equal(fast, general)
+    assert DsCimAccelerator(DsCimConfig(variant="ds_cim2")).numerics.prepare_weight(b).sliced is None
 
 
 def test_pow2_shift_is_the_leading_zero_count_in_kernel_and_reference():

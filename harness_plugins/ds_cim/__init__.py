@@ -355,6 +355,7 @@ class PreparedWeight:
     scale: float  # float weights: codes * scale ~ weight; 1.0 for integer weights
     signs: np.ndarray  # sign bits (uint8), routing to the negative OR tree
     tables: tuple  # kernels.weight_tables: (wshift, wm, lo, hi)
+    sliced: Optional[tuple]  # kernels.sliced_tables for weight slices (the sliced kernel), else None
     column_sums: np.ndarray  # sum of encoded magnitudes per column (offset-binary correction)
     digest: bytes  # of the codes: keys the PRNG stream with the inputs
 
@@ -412,9 +413,12 @@ class DsCimBackend:
         wm, wn, bits = encode_operand(codes, cfg.encoding)
         tables = self._kernels.weight_tables(np.ascontiguousarray(wm), self._scheme, bits, cfg.or_group,
                                              self._remap, self._partition)
+        sliced = None
+        if self._kernels.uses_sliced_kernel(self._scheme, self._partition, cfg.stream_length):
+            sliced = self._kernels.sliced_tables(tables, np.ascontiguousarray(wn), bits, cfg.or_group)
         digest = hashlib.blake2b(str(codes.shape).encode() + np.ascontiguousarray(codes.astype(np.int64)).tobytes(),
                                  digest_size=8).digest()
-        return PreparedWeight(codes, scale, np.ascontiguousarray(wn), tables,
+        return PreparedWeight(codes, scale, np.ascontiguousarray(wn), tables, sliced,
                               wm.sum(axis=0, dtype=np.float64), digest)
 
     def stream_key(self, a: np.ndarray, weight: PreparedWeight, call_seed: int | None = None) -> int:
@@ -425,7 +429,7 @@ class DsCimBackend:
         if call_seed is not None:
             h.update(np.uint64(call_seed).tobytes())
         h.update(str(a.shape).encode())
-        h.update(np.ascontiguousarray(a).tobytes())
+        h.update(np.ascontiguousarray(a).data)  # the bytes of tobytes(), without copying them
         h.update(weight.digest)
         return int.from_bytes(h.digest(), "little")
 
@@ -435,22 +439,18 @@ class DsCimBackend:
         _check_int8("a", a)
         cfg = self.cfg
         k = self._kernels
-        xm, xn, bits = encode_operand(a, cfg.encoding)
+        offset = cfg.encoding == "offset_binary"
+        xm, xn = k.encode_codes(np.ascontiguousarray(a), offset)  # what encode_operand gives, as uint8
+        bits = 8 if offset else 7
         groups_per_stream = cfg.rows // cfg.or_group if cfg.point_sharing == "array" else 1
-        counts = k.mvm_counts_prepared(
-            np.ascontiguousarray(xm),
-            np.ascontiguousarray(xn),
-            weight.signs,
-            weight.tables,
-            np.uint64(self.stream_key(a, weight, call_seed)),  # always uint64: one compiled signature
-            self._scheme,
-            cfg.stream_length,
-            bits,
-            cfg.or_group,
-            groups_per_stream,
-            self._remap,
-            self._partition,
-        )
+        key = np.uint64(self.stream_key(a, weight, call_seed))  # always uint64: one compiled signature
+        if weight.sliced is not None:
+            counts = k.mvm_counts_sliced(xm, xn, weight.sliced, key, cfg.stream_length, bits, cfg.or_group,
+                                         groups_per_stream, self._remap)
+        else:
+            counts = k.mvm_counts_prepared(xm, xn, weight.signs,
+                                           weight.tables, key, self._scheme, cfg.stream_length, bits, cfg.or_group,
+                                           groups_per_stream, self._remap, self._partition)
         region = cfg.or_group if cfg.scheme == "exclusive" else 1
         scale = region * float(2 ** (2 * bits)) / cfg.stream_length
         if cfg.remap != "none" or cfg.partition != "slot":

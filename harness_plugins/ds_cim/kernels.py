@@ -1,6 +1,11 @@
-"""Bit-parallel numba kernel of the DS-CIM stochastic MVM (64 samples per uint64 word).
+"""Bit-parallel numba kernels of the DS-CIM stochastic MVM (64 samples per uint64 word).
 
-The kernel returns *counter values*, not products: for every input vector ``m``
+Two kernels compute the same counters, bit for bit: :func:`mvm_counts_prepared` (every
+scheme and partition) and :func:`mvm_counts_sliced` (exclusive scheme with weight slices,
+the DS-CIM1 default: a cheaper order of work, see its docstring); :func:`mvm_counts` and
+the backend pick one (:func:`uses_sliced_kernel`).
+
+A kernel returns *counter values*, not products: for every input vector ``m``
 and column ``j`` the sum over OR groups of popcount(OR-tree output) over the
 ``L`` samples, once for the positive tree and once for the negative tree. The
 caller (``harness_plugins.ds_cim.DsCimBackend``) rescales and applies the digital
@@ -201,8 +206,19 @@ def mvm_counts(xmag, xneg, wmag, wneg, key, scheme, length, bits, group, groups_
     ``counts / L`` is the estimate of the integer product.
     """
     tables = weight_tables(wmag, scheme, bits, group, remap, partition)
+    if uses_sliced_kernel(scheme, partition, length):
+        return mvm_counts_sliced(xmag, xneg, sliced_tables(tables, wneg, bits, group), key, length, bits, group,
+                                 groups_per_stream, remap)
     return mvm_counts_prepared(xmag, xneg, wneg, tables, key, scheme, length, bits, group, groups_per_stream,
                                remap, partition)
+
+
+def uses_sliced_kernel(scheme, partition, length):
+    """True when :func:`mvm_counts_sliced` computes the counters: exclusive scheme, weight slices,
+    and more than one 64-sample word (it works on 4 words at a time, so a single word would be
+    padded 4x: there the general kernel is as fast). Every other case runs :func:`mvm_counts_prepared`;
+    both give the same counters."""
+    return scheme == EXCLUSIVE and partition == PARTITION_WEIGHT and length > 64
 
 
 @njit(cache=True)
@@ -370,3 +386,255 @@ def mvm_counts_prepared(xmag, xneg, wneg, tables, key, scheme, length, bits, gro
                         counts[m, j, 0] += popcount64(or_pos[j] & valid)
                         counts[m, j, 1] += popcount64(or_neg[j] & valid)
     return counts
+
+
+# ----------------------------------------------------------------- weight-sliced exclusive kernel
+
+
+@njit(cache=True)
+def sliced_tables(tables, wneg, bits, group):
+    """Offline side of :func:`mvm_counts_sliced`: per (group, column) where each slice cut sits in
+    the per-point comparison tables, and the weights' signs.
+
+    Row ``k`` of group ``g`` owns ``[cut_k, cut_{k+1})`` of the slice coordinate (the cumulative
+    shifted ``|w|`` of :func:`weight_tables`; rows past the end of a short last group get empty
+    slices). ``cut_low[g, j, k]`` and ``cut_high[g, j, k]`` are the cut's positions in the low and
+    high halves of a word's table row (:func:`_split_tables`), ``neg[g, j, k]`` the weight's sign as
+    a 64-bit mask; laid out so the kernel reads one column's rows contiguously.
+    """
+    wshift, wm, lo, hi = tables
+    k_count, n_count = lo.shape
+    lg = 0
+    while (1 << lg) < group:
+        lg += 1
+    s_low = (lg + bits + 1) // 2
+    high_at = (1 << s_low) + 1  # where the high half starts in a table row
+    n_groups = (k_count + group - 1) // group
+    cut_low = np.zeros((n_groups, n_count, group + 1), dtype=np.uint16)
+    cut_high = np.zeros((n_groups, n_count, group + 1), dtype=np.uint16)
+    neg = np.zeros((n_groups, n_count, group), dtype=np.uint64)
+    for g in range(n_groups):
+        r0 = g * group
+        r1 = min(r0 + group, k_count)
+        for j in range(n_count):
+            for k in range(group + 1):
+                c = lo[r0 + k, j] if r0 + k < r1 else hi[r1 - 1, j]
+                cut_low[g, j, k] = c & ((1 << s_low) - 1)
+                cut_high[g, j, k] = high_at + (c >> s_low)
+            for i in range(r0, r1):
+                neg[g, j, i - r0] = ALL_ONES if wneg[i, j] else np.uint64(0)
+    return wshift, cut_low, cut_high, neg
+
+
+@njit(cache=True, inline="always")
+def _split_tables(raw, first, nbits, tab, t):
+    """Two-level comparison tables of one word's ``nbits``-bit random value ``v`` (bit ``k`` on
+    plane ``raw[first + k]``), for every threshold, into row ``t`` of ``tab``.
+
+    With ``lb = (nbits + 1) // 2`` low bits: ``tab[t, c] = (v_low < c)`` for ``c <= 2**lb``, then from
+    ``tab[t, 2**lb + 1 + h]`` on ``(v_high < h)`` (all ones from ``h = 2**(nbits - lb)``). Then
+    ``v < c`` is ``high[h] | (high[h + 1] & low[l])`` with ``h, l = c >> lb, c & (2**lb - 1)``:
+    ``high[h + 1] & ~high[h]`` is ``v_high == h``, and the ``~high[h]`` is absorbed by the OR.
+    Each half is built by doubling, one bit plane at a time from the low bit up (the recurrence of
+    :func:`lt_mask` for every threshold at once), in loops over thresholds that vectorize.
+    """
+    lb = (nbits + 1) // 2
+    high_at = (1 << lb) + 1
+    _doubling_lt(raw, first, lb, tab, t, 0)
+    _doubling_lt(raw, first + lb, nbits - lb, tab, t, high_at)
+    for h in range(high_at + (1 << (nbits - lb)), high_at + (1 << (nbits - lb)) + 2):
+        tab[t, h] = ALL_ONES
+
+
+@njit(cache=True, inline="always")
+def _doubling_lt(raw, first, nbits, out, t, at):
+    """``out[t, at + c] = (v < c)`` for ``c < 2**nbits``: see :func:`_split_tables`."""
+    out[t, at] = np.uint64(0)
+    size = 1
+    for k in range(nbits):
+        nu = ~raw[first + k]
+        for c in range(at, at + size):
+            out[t, c + size] = nu | out[t, c]
+        for c in range(at, at + size):
+            out[t, c] &= nu
+        size *= 2
+
+
+@njit(cache=True, inline="always")
+def _lookup(tab, t, high, low):
+    """``v < c`` from row ``t`` of a table of :func:`_split_tables` (``high``, ``low``: the cut's positions)."""
+    return tab[t, high] | (tab[t, high + np.uint64(1)] & tab[t, low])
+
+
+@njit(cache=True, parallel=True)
+def mvm_counts_sliced(xmag, xneg, sliced, key, length, bits, group, groups_per_stream, remap=0):
+    """:func:`mvm_counts_prepared` for ``scheme=EXCLUSIVE, partition=PARTITION_WEIGHT``: the same
+    counters, bit for bit, with less work per MAC.
+
+    Disjoint slices make a column's OR tree a sum over its rows, and row ``i``'s firing
+    mask is ``X_i & S(hi_i) & ~S(lo_i)`` with ``X_i = (u < x_i)``, ``S(c) = (s < c)``.
+    Per PRNG point (input vector, group) ``S`` and ``X`` are tabulated for every
+    threshold (two levels each, built by doubling); a column's rows own consecutive
+    slices, so ``S(lo_i) = S(hi_{i-1})`` is carried, and a MAC is, per 64 samples, one
+    ``S`` lookup (3 loads, 2 ops), an and-not, an and and a popcount, 4 words at a time
+    with everything in registers. Zero inputs are dropped from the point's row list;
+    groups of zero inputs skip their point. Cuts are offline (:func:`sliced_tables`).
+    """
+    wshift, cut_low, cut_high, wneg = sliced
+    m_count, k_count = xmag.shape
+    n_count = cut_low.shape[1]
+    key = np.uint64(key)
+    n_words = (length + 63) // 64
+    n_pad = 4 * ((n_words + 3) // 4)  # 4 words at a time; words past the stream never fire
+    tail = length - 64 * (n_words - 1)
+    tail_mask = ALL_ONES if tail == 64 else (np.uint64(1) << np.uint64(tail)) - np.uint64(1)
+    lg = 0
+    while (1 << lg) < group:
+        lg += 1
+    top = np.int64(lg + 2 * bits)
+    n_planes = lg + 2 * bits
+    s_bits = lg + bits
+    s_width = (1 << ((s_bits + 1) // 2)) + 1 + (1 << (s_bits - (s_bits + 1) // 2)) + 2
+    u_low = (bits + 1) // 2
+    u_width = (1 << u_low) + 1 + (1 << (bits - u_low)) + 2
+    n_groups = (k_count + group - 1) // group
+    n_streams = (n_groups + groups_per_stream - 1) // groups_per_stream
+    counts = np.zeros((m_count, n_count, 2), dtype=np.int64)
+    n_chunks = min(m_count, 256)  # scratch is allocated per chunk of input vectors, not per vector
+    for ch in prange(n_chunks):
+        m0 = ch * m_count // n_chunks
+        m1 = (ch + 1) * m_count // n_chunks
+        xrow = np.empty(k_count, dtype=np.int64)
+        xshift = np.zeros(n_groups, dtype=np.int64)
+        raw = np.zeros(n_pad * n_planes, dtype=np.uint64)
+        valid = np.zeros(n_pad, dtype=np.uint64)
+        valid[:n_words] = ALL_ONES
+        valid[n_words - 1] = tail_mask
+        u_tab = np.empty((n_pad, u_width), dtype=np.uint64)  # per word: tables of u (for X) ...
+        s_tab = np.empty((n_pad, s_width), dtype=np.uint64)  # ... and of the slice coordinate s (for S)
+        # The point's row list: slice-cut index (-1 ends it), the row's X masks (0: only reload S(lo)), sign.
+        op_cut = np.empty(2 * group + 1, dtype=np.uint64)
+        op_end = np.empty(2 * group + 1, dtype=np.bool_)
+        op_sx = np.empty(2 * group, dtype=np.uint64)
+        op_x = np.empty((2 * group, n_pad), dtype=np.uint64)
+        for m in range(m0, m1):
+            for i in range(k_count):
+                xrow[i] = xmag[m, i]
+            if remap == REMAP_POW2:
+                for g in range(n_groups):
+                    mx = np.int64(0)
+                    for i in range(g * group, min(g * group + group, k_count)):
+                        mx = max(mx, xrow[i])
+                    sh = pow2_shift(mx, bits)
+                    xshift[g] = sh
+                    for i in range(g * group, min(g * group + group, k_count)):
+                        xrow[i] = xrow[i] << sh
+            last_stream = -1
+            for g in range(n_groups):
+                r0 = g * group
+                r1 = min(r0 + group, k_count)
+                any_x = False
+                for i in range(r0, r1):
+                    any_x |= xrow[i] != 0
+                if not any_x:
+                    continue  # every region is empty: nothing fires, the point is not needed
+                stream = g // groups_per_stream
+                if stream != last_stream:
+                    base = (m * n_streams + stream) * n_words * n_planes
+                    for p in range(n_words * n_planes):
+                        raw[p] = prng_word(key, base + p)
+                    # u on planes [0, bits), the slice coordinate s on [bits, bits + s_bits). The table
+                    # sizes are literals for the common cases, so LLVM unrolls the short doubling loops.
+                    if bits == 7 and s_bits == 11:  # sign-split, OR16
+                        for t in range(n_pad):
+                            _split_tables(raw, t * n_planes, 7, u_tab, t)
+                            _split_tables(raw, t * n_planes + 7, 11, s_tab, t)
+                    elif bits == 8 and s_bits == 12:  # offset-binary, OR16
+                        for t in range(n_pad):
+                            _split_tables(raw, t * n_planes, 8, u_tab, t)
+                            _split_tables(raw, t * n_planes + 8, 12, s_tab, t)
+                    else:
+                        for t in range(n_pad):
+                            _split_tables(raw, t * n_planes, bits, u_tab, t)
+                            _split_tables(raw, t * n_planes + bits, s_bits, s_tab, t)
+                    last_stream = stream
+                n_ops = 0
+                prev = 0  # the carried S(lo) is that of cut `prev`; S(cut 0) = S(0) = 0
+                for i in range(r0, r1):
+                    x = xrow[i]
+                    if x == 0:
+                        continue
+                    k = i - r0
+                    if k != prev:  # rows skipped since the last: reload S(lo) of this row
+                        op_cut[n_ops] = k
+                        op_end[n_ops] = False
+                        op_sx[n_ops] = np.uint64(0)
+                        for t in range(n_pad):
+                            op_x[n_ops, t] = np.uint64(0)
+                        n_ops += 1
+                    op_cut[n_ops] = k + 1
+                    op_end[n_ops] = False
+                    op_sx[n_ops] = ALL_ONES if xneg[m, i] else np.uint64(0)
+                    high = np.uint64((1 << u_low) + 1 + (x >> u_low))
+                    low = np.uint64(x & ((1 << u_low) - 1))
+                    for t in range(n_pad):
+                        op_x[n_ops, t] = _lookup(u_tab, t, high, low) & valid[t]
+                    n_ops += 1
+                    prev = k + 1
+                op_end[n_ops] = True
+                for j in range(n_count):
+                    every = np.uint64(0)  # firing samples of the column's OR trees, and the negative ones
+                    negative = np.uint64(0)
+                    for t in range(0, n_pad, 4):
+                        p0 = p1 = p2 = p3 = np.uint64(0)  # S(lo) carried from the previous row
+                        e = 0
+                        while not op_end[e]:  # not a counted loop: LLVM would vectorize it across rows, with gathers
+                            kc = op_cut[e]
+                            high = np.uint64(cut_high[g, j, kc])
+                            low = np.uint64(cut_low[g, j, kc])
+                            a0 = _lookup(s_tab, t, high, low)
+                            a1 = _lookup(s_tab, t + 1, high, low)
+                            a2 = _lookup(s_tab, t + 2, high, low)
+                            a3 = _lookup(s_tab, t + 3, high, low)
+                            fired = (_popcount_u(op_x[e, t] & a0 & ~p0) + _popcount_u(op_x[e, t + 1] & a1 & ~p1)
+                                     + _popcount_u(op_x[e, t + 2] & a2 & ~p2) + _popcount_u(op_x[e, t + 3] & a3 & ~p3))
+                            p0, p1, p2, p3 = a0, a1, a2, a3
+                            every += fired
+                            negative += fired & (op_sx[e] ^ wneg[g, j, kc - np.uint64(1)])
+                            e += 1
+                    w8 = top - xshift[g] - wshift[g, j]
+                    counts[m, j, 0] += np.int64(every - negative) << w8
+                    counts[m, j, 1] += np.int64(negative) << w8
+    return counts
+
+
+@njit(cache=True, inline="always")
+def _popcount_u(x):
+    """:func:`popcount64` as a uint64."""
+    x = x - ((x >> np.uint64(1)) & np.uint64(0x5555555555555555))
+    x = (x & np.uint64(0x3333333333333333)) + ((x >> np.uint64(2)) & np.uint64(0x3333333333333333))
+    x = (x + (x >> np.uint64(4))) & np.uint64(0x0F0F0F0F0F0F0F0F)
+    return (x * np.uint64(0x0101010101010101)) >> np.uint64(56)
+
+
+@njit(cache=True, parallel=True)
+def encode_codes(codes, offset_binary):
+    """Unipolar magnitudes and sign bits (both uint8) of int8-range codes, in one pass.
+
+    ``sign_split``: ``|c|`` (``0..128``) and ``c < 0``; ``offset_binary``: ``c + 128`` and 0.
+    The same values as ``harness_plugins.ds_cim.encode_operand``, 8x less memory than int64.
+    """
+    m_count, k_count = codes.shape
+    mag = np.empty((m_count, k_count), dtype=np.uint8)
+    neg = np.zeros((m_count, k_count), dtype=np.uint8)
+    for m in prange(m_count):
+        for i in range(k_count):
+            c = np.int64(codes[m, i])
+            if offset_binary:
+                mag[m, i] = c + 128
+            elif c < 0:
+                mag[m, i] = -c
+                neg[m, i] = 1
+            else:
+                mag[m, i] = c
+    return mag, neg
