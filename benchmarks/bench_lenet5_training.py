@@ -15,7 +15,9 @@ busy machine slows all alike; the median over ``--repeats`` is reported, with
 the load average before and after.
 
 Threads: ours runs BLAS single-threaded (see ``harness.nn.runtime.blas_threads``);
-torch is measured both with its default thread count and with one thread.
+torch is measured both with its default thread count and with one thread. Ours and
+single-threaded torch also report samples per CPU second, which a busy machine
+moves much less than wall-clock rates: their ratio is the noise-resistant one.
 
     .venv/bin/python benchmarks/bench_lenet5_training.py [--epochs 2] [--repeats 7] [--baseline DIR]
 
@@ -64,7 +66,9 @@ def ours(x, y, batch, epochs, gemm=None) -> tuple[float, float]:
     return n / (time.perf_counter() - start), n / (time.process_time() - cpu)
 
 
-def torch_rate(x, y, batch, epochs, threads: int | None) -> float:
+def torch_rate(x, y, batch, epochs, threads: int | None) -> tuple[float, float | None]:
+    """Samples per wall-clock second, and per CPU second with one thread (with more,
+    the CPU time would count threads spin-waiting on the shared machine)."""
     import torch
     from torch import nn
 
@@ -90,12 +94,13 @@ def torch_rate(x, y, batch, epochs, threads: int | None) -> float:
             opt.step()
 
     epoch(batch * 4)
-    start = time.perf_counter()
+    start, cpu = time.perf_counter(), time.process_time()
     for _ in range(epochs):
         epoch(len(x))
-    rate = len(x) * epochs / (time.perf_counter() - start)
+    n = len(x) * epochs
+    rate, cpu_rate = n / (time.perf_counter() - start), n / (time.process_time() - cpu)
     torch.set_num_threads(os.cpu_count() or 1)
-    return rate
+    return rate, (cpu_rate if threads == 1 else None)
 
 
 def worker(variant: str, batch: int, epochs: int) -> None:
@@ -112,7 +117,7 @@ def worker(variant: str, batch: int, epochs: int) -> None:
     elif variant == "harness_nn_pass_through":
         rate, cpu_rate = ours(x, y, batch, epochs, gemm=PassThrough())
     else:
-        rate, cpu_rate = torch_rate(x, y, batch, epochs, 1 if variant == "torch_1_thread" else None), None
+        rate, cpu_rate = torch_rate(x, y, batch, epochs, 1 if variant == "torch_1_thread" else None)
     print(json.dumps({"rate": rate, "cpu_rate": cpu_rate, "source": str(Path(harness.__file__).parent)}))
 
 
@@ -192,6 +197,12 @@ def main() -> None:
     if torch_version:
         result["ratio_ours_over_torch_default"] = med["harness_nn"] / med["torch_default_threads"]
         result["ratio_ours_over_torch_1_thread"] = med["harness_nn"] / med["torch_1_thread"]
+        result["ratio_ours_over_torch_1_thread_cpu"] = cpu_med["harness_nn"] / cpu_med["torch_1_thread"]
+        # the same ratios within each repeat (its variants run one after another, under about one load)
+        result["ratio_ours_over_torch_1_thread_per_repeat"] = [
+            round(a / b, 3) for a, b in zip(runs["harness_nn"], runs["torch_1_thread"])]
+        result["ratio_ours_over_torch_1_thread_cpu_per_repeat"] = [
+            round(a / b, 3) for a, b in zip(cpu_runs["harness_nn"], cpu_runs["torch_1_thread"])]
     RESULTS.parent.mkdir(parents=True, exist_ok=True)
     RESULTS.write_text(json.dumps(result, indent=2) + "\n")
     print(json.dumps({k: v for k, v in result.items() if k != "runs"}, indent=2))

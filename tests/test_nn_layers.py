@@ -170,3 +170,18 @@ def test_mse_gradient():
     num = (mse(p + 1e-5 * v, t)[0] - mse(p - 1e-5 * v, t)[0]) / 2e-5
     assert np.isclose(loss, np.mean((p - t) ** 2))
     assert np.isclose(np.sum(grad * v), num, rtol=1e-4)
+
+
+@pytest.mark.parametrize("layer", [
+    lambda: Conv2d("c", 1, 4, 5, rng(), padding=2),
+    lambda: Dense("d", 5, 3, rng()),
+])
+def test_backward_without_input_gradient_keeps_the_weight_gradients(layer):
+    """A model's first layer skips dX (``input_grad=False``); its gradients do not change."""
+    a, b = layer(), layer()
+    x = rng().normal(size=(2, 8, 8, 1) if isinstance(a, Conv2d) else (4, 5)).astype(np.float32)
+    dy = rng().normal(size=a.forward(x, Runtime(training=True)).shape).astype(np.float32)
+    assert a.backward(dy) is not None
+    b.forward(x, Runtime(training=True))
+    assert b.backward(dy, input_grad=False) is None
+    assert all(np.array_equal(a.grads[k], b.grads[k]) for k in a.grads)

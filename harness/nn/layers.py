@@ -17,6 +17,10 @@ Conventions
 * Training GEMMs (forward, and in ``backward`` the input and weight gradients) go
   through ``rt.train_gemm`` when a technique sets one (:mod:`harness.nn.train_gemm`);
   ``backward(dy)`` has no runtime, so a layer keeps it from its forward pass.
+* Weight layers take ``backward(dy, input_grad=False)`` when the caller drops the
+  input gradient (a model's first layer, whose input is the data): the dX GEMM and
+  col2im are skipped and None is returned. A training GEMM still gets its
+  ``grad_input`` call, so a technique sees every op in every role.
 """
 
 from __future__ import annotations
@@ -164,7 +168,7 @@ class Dense(_WeightLayer):
             self._cache = (a, w, shape, rt.train_gemm)
         return y.reshape(*shape[:-1], w.shape[1])
 
-    def backward(self, dy):
+    def backward(self, dy, input_grad=True):
         a, w, shape, gemm = self._cache
         d2 = dy.reshape(-1, w.shape[1])
         if gemm is None:
@@ -174,7 +178,12 @@ class Dense(_WeightLayer):
         if "b" in self.params:
             self.grads["b"] = d2.sum(axis=0)
         self._masked_grads()
-        dx = d2 @ w.T if gemm is None else gemm(d2, w.T, self.name, "grad_input", True)
+        if gemm is not None:  # routed in every role, even when the caller drops dX
+            dx = gemm(d2, w.T, self.name, "grad_input", True)
+        elif input_grad:
+            dx = d2 @ w.T
+        if not input_grad:
+            return None
         return dx.reshape(shape)
 
 
@@ -195,44 +204,46 @@ class Conv2d(_WeightLayer):
 
     def forward(self, x, rt):
         p, k = self.padding, self.kernel
-        if p:
-            x = np.pad(x, ((0, 0), (p, p), (p, p), (0, 0)))
         b = x.shape[0]
-        cols = kernels.im2col(x, k, k, self.stride)
+        # padding fused in; training takes the faster layout (a technique's training
+        # GEMM then sees conv1's operand Fortran-ordered), evaluation C-ordered rows
+        cols = kernels.im2col(x, k, k, self.stride, p, any_order=rt.training)
         w = self.effective("W")
         w2 = w.reshape(-1, w.shape[-1])
         bias = self.effective("b")
-        y = linear(cols, w2, rt, self.name, samples=b, epilogue=self.epilogue,
-                   bias=bias if self.epilogue else None) + bias
-        ho, wo = kernels.out_size(x.shape[1], k, self.stride), kernels.out_size(x.shape[2], k, self.stride)
+        y = kernels.add_bias(linear(cols, w2, rt, self.name, samples=b, epilogue=self.epilogue,
+                                    bias=bias if self.epilogue else None), bias)
+        ho, wo = self.output_shape(x.shape[1], x.shape[2])
         if rt.grad:
             self._cache = (cols, w2, x.shape, rt.train_gemm)
         return y.reshape(b, ho, wo, -1)
 
-    def backward(self, dy):
-        cols, w2, padded_shape, gemm = self._cache
+    def backward(self, dy, input_grad=True):
+        cols, w2, x_shape, gemm = self._cache
         d2 = dy.reshape(-1, w2.shape[1])
         if gemm is None:
-            dw, dcols = cols.T @ d2, d2 @ w2.T
+            dw = cols.T @ d2
+            dcols = d2 @ w2.T if input_grad else None
         else:
             dw = gemm(cols.T, d2, self.name, "grad_weight", False)
             dcols = gemm(d2, w2.T, self.name, "grad_input", True)
         self.grads["W"] = dw.reshape(self.params["W"].shape)
-        self.grads["b"] = d2.sum(axis=0)
+        self.grads["b"] = kernels.column_sums(d2)
         self._masked_grads()
-        dx = kernels.col2im(dcols, padded_shape, self.kernel, self.kernel, self.stride)
-        p = self.padding
-        return dx[:, p : dx.shape[1] - p, p : dx.shape[2] - p, :] if p else dx
+        if not input_grad:
+            return None
+        return kernels.col2im(dcols, x_shape, self.kernel, self.kernel, self.stride, self.padding)
 
 
 class ReLU(Layer):
     def forward(self, x, rt):
         if rt.grad:
-            self._mask = x > 0
+            y, self._mask = kernels.relu_forward(x)
+            return y
         return np.maximum(x, 0)
 
     def backward(self, dy):
-        return dy * self._mask
+        return kernels.relu_backward(dy, self._mask)
 
 
 _GELU_C = math.sqrt(2.0 / math.pi)

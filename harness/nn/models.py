@@ -170,8 +170,13 @@ class Sequential(Model):
         return x
 
     def backward(self, dy):
-        for layer in reversed(self.stack):
+        for layer in reversed(self.stack[1:]):
             dy = layer.backward(dy)
+        first = self.stack[0]
+        if isinstance(first, _WeightLayer):  # its input is the data: no dX GEMM, no col2im
+            first.backward(dy, input_grad=False)
+        else:
+            first.backward(dy)
 
     def set_channel_mask(self, name: str, mask: np.ndarray | None) -> None:
         """Mask output channels of ``name`` (and the per-channel layers after it)."""
@@ -359,7 +364,7 @@ class VisionTransformer(Model):
             dh = block.backward(dh)
         self.embed.grads["pos"] = dh.sum(axis=0, keepdims=True)
         self.embed.grads["cls"] = dh[:, :1, :].sum(axis=0, keepdims=True)
-        self.patch_embed.backward(np.ascontiguousarray(dh[:, 1:, :]))
+        self.patch_embed.backward(np.ascontiguousarray(dh[:, 1:, :]), input_grad=False)  # input: the patches
 
     def attention_maps(self, x: np.ndarray) -> list[np.ndarray]:
         """Per-block attention maps ``(B, H, T, T)`` of an exact float forward of ``x``."""

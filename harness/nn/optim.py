@@ -11,11 +11,20 @@ from __future__ import annotations
 
 import numpy as np
 
+from harness.nn import kernels
+
 __all__ = ["Adam", "SGD", "make_optimizer"]
 
 
 def _decays(name: str) -> bool:
     return name.endswith(".W")
+
+
+def _fused(p: np.ndarray, g: np.ndarray, v: np.ndarray) -> bool:
+    """True when :func:`~harness.nn.kernels.sgd_momentum_step` computes this update
+    bit for bit like the numpy lines below: float32, C order, one shape."""
+    return (p.dtype == g.dtype == v.dtype == np.float32 and p.shape == g.shape == v.shape
+            and p.flags.c_contiguous and g.flags.c_contiguous and v.flags.c_contiguous)
 
 
 class SGD:
@@ -28,17 +37,28 @@ class SGD:
     def step(self, params: dict[str, np.ndarray], grads: dict[str, np.ndarray], lr: float,
              masks: dict[str, np.ndarray] | None = None) -> None:
         masks = masks or {}
+        scalars = all(type(a) in (float, int) for a in (lr, self.momentum, self.weight_decay))
         for name, g in grads.items():
             p = params[name]
+            v = self.velocity.get(name)
+            if (scalars and not self.nesterov and name not in masks and v is not None
+                    and _fused(p, g, v)):  # the common case, in one numba pass
+                kernels.sgd_momentum_step(p, g, v, lr, self.momentum,
+                                          self.weight_decay if _decays(name) else 0.0)
+                continue
             if self.weight_decay and _decays(name):
                 g = g + self.weight_decay * p
-            v = self.velocity.get(name)
-            v = g.copy() if v is None else self.momentum * v + g
-            self.velocity[name] = v
+            if v is None:
+                v = self.velocity[name] = g.copy()
+            elif v.shape == g.shape and v.dtype == np.result_type(v, g):
+                v *= self.momentum  # in place: the same arithmetic as momentum * v + g
+                v += g
+            else:
+                v = self.velocity[name] = self.momentum * v + g
             update = lr * (g + self.momentum * v) if self.nesterov else lr * v
             if name in masks:
-                update = update * masks[name]
-            p -= update.astype(p.dtype)
+                update *= masks[name]
+            p -= update.astype(p.dtype, copy=False)
 
 
 class Adam:

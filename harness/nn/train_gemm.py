@@ -25,6 +25,9 @@ in ``forward`` and draw the same one again for the gradients, without state.
 Mix the role in yourself when the roles need independent streams.
 ``prepare_weight`` is not called (weights change every step); ``call.prepared``
 is None and ``a_bits``/``b_bits`` are 0 (training operands are float32).
+Operands come in any memory order (``W.T`` and ``X.T`` are views, and a
+one-channel convolution's im2col ``X`` is Fortran-ordered): use
+``np.ascontiguousarray`` where a kernel needs C order.
 """
 
 from __future__ import annotations
