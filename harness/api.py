@@ -7,6 +7,7 @@ README and ``docs/plugin_guide.md``). The runner drives them in this order::
     subject = technique.apply(subject, workload, ctx)  # compress it, or train it differently
     numerics = bind(accelerator.numerics or EXACT, seed)  # per-op seeds, cached weight preparation
     quality = workload.evaluate(subject, numerics, ctx)
+    observed = numerics.observe()                        # optional: what the numerics measured themselves
     exact   = workload.evaluate(subject, bind(EXACT, seed), ctx)  # same subject, reference numerics
     trace   = workload.op_trace(subject)
     cost    = accelerator.cost(trace, ctx)

@@ -22,6 +22,14 @@ and hands it back as ``call.prepared`` on every call that multiplies by that
 weight: across batches, evaluations and runs in one process. A backend never
 caches by itself, and never redoes offline work per call.
 
+Numerics that measure themselves (the error of every output against a float64
+product, a data-dependent bit width) declare an optional ``observe() -> dict``:
+the runner calls it right before the accelerated evaluation (to forget anything
+earlier) and right after it, and logs what it returns under ``numerics/`` (a
+metric the workload itself logged wins). The accelerator's ``cost`` runs later
+in the same process on the same object, so a cost model whose action counts
+depend on the data may price the op trace with what its numerics saw.
+
 A backend is a plain object with a ``name`` and a ``matmul`` method; nothing has
 to subclass anything. Backends written for contract v1 (``matmul(a, b)``, two
 arguments) keep working: they are called without the context, and a
@@ -127,7 +135,9 @@ class MatmulBackend(Protocol):
     """What an accelerator's numerics provide (see the module docstring).
 
     Optional: ``prepare_weight(self, b, call) -> Any``, the offline step on a
-    stationary weight; its result arrives as ``call.prepared``.
+    stationary weight; its result arrives as ``call.prepared``; ``observe(self) ->
+    dict[str, float]``, what the numerics measured since the last call (see the
+    module docstring).
     """
 
     name: str

@@ -23,8 +23,10 @@ wrong and what the contract wants):
   ``ContractWarning``), returns the right shape, finite values, float32 for float
   operands, the same result for a fresh instance with the same config and seed,
   and, with ``prepare_weight``, prepares a weight once and gives the same result
-  as preparing it inline; ``cost`` of a small trace (GEMM, attention,
-  decode-attention and elementwise ops, weight values) is a dict of finite numbers;
+  as preparing it inline; an ``observe()`` method returns finite metrics and
+  forgets them; ``cost`` of a small trace (GEMM, attention,
+  decode-attention and elementwise ops, weight values, a trace attribute it does
+  not know) is a dict of finite numbers;
 * workloads: with the smoke config, ``build``, ``evaluate`` (exact numerics) and
   ``op_trace`` work and give finite metrics and a non-empty trace; the subject is
   of the ``subject:`` kind the spec provides, and a workload that provides
@@ -166,6 +168,7 @@ def _check_numerics(spec, config, numerics, a_int, b_int, a_f, b_f) -> None:
             "draw randomness from call.seed (or a seed in the config)"
         )
         if bound.v1 or not hasattr(numerics, "prepare_weight"):
+        _check_observe(spec, numerics)
             continue
         before = weight_cache(numerics).prepared
         repeat = np.asarray(bound.matmul(a, b, call))
@@ -182,6 +185,22 @@ def _check_numerics(spec, config, numerics, a_int, b_int, a_f, b_f) -> None:
 
 
 def check_workload(spec: WorkloadSpec) -> None:
+def _check_observe(spec, numerics) -> None:
+    """The optional ``observe()``: a dict of finite numbers with metric names, and a
+    second call right away has nothing new to report but what the first forgot."""
+    observe = getattr(numerics, "observe", None)
+    if observe is None:
+        return
+    assert callable(observe), f"{spec.name!r}: numerics.observe must be a method"
+    seen = _finite_dict(observe() or {}, f"{spec.name!r}.numerics.observe()")
+    bad = [k for k in seen if not isinstance(k, str) or ("/" in k and not k.startswith("numerics/"))]
+    assert not bad, f"{spec.name!r}: observe() keys must be bare names or 'numerics/...', got {bad}"
+    again = observe() or {}
+    assert not (seen and again == seen), (
+        f"{spec.name!r}: observe() must forget what it returned (a second call repeated {sorted(seen)})"
+    )
+
+
     check_spec(spec)
     from harness.api import RunContext
     from harness.numerics.backend import EXACT
