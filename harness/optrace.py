@@ -25,6 +25,14 @@ A cost model that needs weight values (bit patterns, crossbar mapping) reads the
 with :meth:`OpTrace.weight_values` or :meth:`OpTrace.weight_codes`; they ride
 along with the trace but stay out of ``tables/op_trace.csv``, which is a plain
 table of the ops.
+
+``OpTrace.attrs`` holds facts about the trace as a whole that no op carries, as
+scalars under namespaced keys (``family.name``), e.g. a serving trace's
+``serving.batch_policy`` (``"fixed"``, or ``"fit"``: the listed requests are a
+sample and the system admits as many as its memory holds) and
+``serving.prefill_chunk`` (prefill tokens piggybacked on each decode iteration).
+The workload that sets a key documents it; a cost model ignores keys it does not
+know, and uses defaults when a key is absent.
 """
 
 from __future__ import annotations
@@ -172,6 +180,14 @@ class OpTrace:
     ops: tuple[Op, ...] = field(default_factory=tuple)
     #: Weight values by op name, for cost models that read them (not in the CSV).
     weights_by_op: Mapping[str, WeightValues] = field(default_factory=dict, compare=False, repr=False)
+    #: Facts about the whole trace (module docstring): ``{"family.name": scalar}``.
+    attrs: Mapping[str, object] = field(default_factory=dict, hash=False)
+
+    def __post_init__(self) -> None:
+        bad = {k: v for k, v in self.attrs.items()
+               if not (isinstance(k, str) and "." in k) or not isinstance(v, (str, int, float, bool))}
+        if bad:
+            raise ValueError(f"OpTrace.attrs must map 'family.name' keys to str/int/float/bool values, got {bad!r}")
 
     def __iter__(self):
         return iter(self.ops)
@@ -238,6 +254,7 @@ class OpTrace:
                 for op in self.ops
             ),
             self.weights_by_op,
+            self.attrs,
         )
 
     def summary(self) -> dict[str, float]:

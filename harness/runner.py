@@ -313,6 +313,11 @@ def run_experiment(
         record.tags["harness.duration_s"] = f"{time.perf_counter() - started:.3f}"
         record.end_ms = int(time.time() * 1000)
         exc.record = record
+        measured = record.metrics.get("eval/accuracy")
+        if measured is not None and "accuracy" in exact and "eval/accuracy_drop_points" not in record.metrics:
+            # What the accelerator's numerics cost in accuracy, in points (claims and
+            # dashboards condition on it, e.g. "<= 0.3"); 0 on exact numerics.
+            ctx.log_metric("eval/accuracy_drop_points", 100.0 * (float(exact["accuracy"]) - measured))
         raise
     except Exception as exc:  # any plugin failure becomes a FAILED record
         record.status = FAILED

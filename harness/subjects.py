@@ -236,7 +236,10 @@ class ServingSubject(Protocol):
     a cost model can place attention and GEMMs on different devices and split
     the batch. ``weight_bytes()`` (the GEMM weights the trace holds),
     ``kv_bytes_per_token()`` and ``kv_cache_bytes()`` (the whole batch) size
-    memory capacity. A technique may
+    memory capacity. The trace's attributes (:mod:`harness.optrace`) may say
+    ``serving.batch_policy`` (``"fixed"``, the default; or ``"fit"``: the requests
+    are a sample and a system admits as many like them as its memory holds) and
+    ``serving.prefill_chunk`` (prefill tokens per iteration, default 0). A technique may
     change precision through ``model`` (e.g. ``kv_bits``) and must keep the trace
     consistent with it.
     """

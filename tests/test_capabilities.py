@@ -57,9 +57,9 @@ def test_unprovided_capability_says_nobody_provides_it():
     from harness.runner import check_capabilities
 
     host = get_host()
-    needy = TechniqueSpec(name="needy", summary="s", config=_Cfg, factory=_Cfg, needs={"subject:serving"})
+    needy = TechniqueSpec(name="needy", summary="s", config=_Cfg, factory=_Cfg, needs={"subject:points"})
     infos = [host.info("workload", "dot_products"), PluginInfo(needy, "needy", "d", "1"), host.info("accelerator", "exact")]
-    with pytest.raises(CapabilityError, match="needs subject:serving, .*no installed plugin provides subject:serving"):
+    with pytest.raises(CapabilityError, match="needs subject:points, .*no installed plugin provides subject:points"):
         check_capabilities(infos, host)
 
 

@@ -77,6 +77,10 @@ def _derived(per_plugin: int = 2):
             choices = dict(BASE)
             if info.kind == "technique":
                 choices["workload"] = info.spec.smoke_workload
+            elif info.kind == "accelerator" and info.spec.needs:  # as the conformance kit's smoke run
+                host = get_host()
+                choices["workload"] = next(w for w in host.names("workload")
+                                           if info.spec.needs <= host.spec("workload", w).provides)
             choices[info.kind] = info.name
             key = f"{info.kind}.{f.name}"
             args = ["run", *(f"{k}={v}" for k, v in choices.items()), f"{key}={_cli_value(bad)}"]

@@ -234,6 +234,9 @@ def _choices(info) -> dict[str, str]:
     choices = dict(BASE_CHOICES)
     if info.kind == "technique":
         choices["workload"] = info.spec.smoke_workload
+    elif info.kind == "accelerator" and info.spec.needs:  # as the conformance kit's smoke run
+        host = get_host()
+        choices["workload"] = next(w for w in host.names("workload") if info.spec.needs <= host.spec("workload", w).provides)
     choices[info.kind] = info.name
     return choices
 

@@ -26,7 +26,9 @@ wrong and what the contract wants):
   as preparing it inline; an ``observe()`` method returns finite metrics and
   forgets them; ``cost`` of a small trace (GEMM, attention,
   decode-attention and elementwise ops, weight values, a trace attribute it does
-  not know) is a dict of finite numbers;
+  not know) is a dict of finite numbers; its smoke run composes it with
+  ``dot_products``, or with the first installed workload that provides what it
+  ``needs``;
 * workloads: with the smoke config, ``build``, ``evaluate`` (exact numerics) and
   ``op_trace`` work and give finite metrics and a non-empty trace; the subject is
   of the ``subject:`` kind the spec provides, and a workload that provides
@@ -84,6 +86,7 @@ _SMALL_TRACE = OpTrace(
         Op("gelu", kind="elementwise", elements=32),
     ),
     {"fc": WeightValues(np.linspace(-1, 1, 16 * 8, dtype=np.float32).reshape(16, 8), bits=8)},
+    attrs={"conformance.unknown": "a cost model ignores trace attributes it does not know"},
 )
 
 
@@ -167,8 +170,8 @@ def _check_numerics(spec, config, numerics, a_int, b_int, a_f, b_f) -> None:
             f"{spec.name!r}: {kind} matmul differs between two instances with one config and run seed; "
             "draw randomness from call.seed (or a seed in the config)"
         )
-        if bound.v1 or not hasattr(numerics, "prepare_weight"):
         _check_observe(spec, numerics)
+        if bound.v1 or not hasattr(numerics, "prepare_weight"):
             continue
         before = weight_cache(numerics).prepared
         repeat = np.asarray(bound.matmul(a, b, call))
@@ -184,7 +187,6 @@ def _check_numerics(spec, config, numerics, a_int, b_int, a_f, b_f) -> None:
         )
 
 
-def check_workload(spec: WorkloadSpec) -> None:
 def _check_observe(spec, numerics) -> None:
     """The optional ``observe()``: a dict of finite numbers with metric names, and a
     second call right away has nothing new to report but what the first forgot."""
@@ -201,6 +203,7 @@ def _check_observe(spec, numerics) -> None:
     )
 
 
+def check_workload(spec: WorkloadSpec) -> None:
     check_spec(spec)
     from harness.api import RunContext
     from harness.numerics.backend import EXACT
@@ -236,6 +239,9 @@ def smoke_run(kind: str, name: str, host: Host | None = None, seed: int = 0, cac
     choices = {"workload": "dot_products", "technique": "none", "accelerator": "exact"}
     if kind == "technique":
         choices["workload"] = spec.smoke_workload
+    elif kind == "accelerator" and spec.needs:  # the first workload that provides what it needs
+        providers = [w for w in host.names("workload") if spec.needs <= host.spec("workload", w).provides]
+        choices["workload"] = providers[0] if providers else choices["workload"]
     choices[kind] = name
     values = {k: dict(host.spec(k, v).smoke) for k, v in choices.items()}
     if cache_dir is not None:
@@ -379,6 +385,11 @@ def check_plugin(kind: str, name: str, host: Host | None = None) -> None:
         check_workload(spec)
         record = smoke_run(kind, name, host)
         assert record.status == "FINISHED", f"workload {name!r} smoke run failed: {record.error}"
+        if "eval/accuracy" in record.metrics:  # the runner's drop metric, 0 on exact numerics
+            assert record.metrics.get("eval/accuracy_drop_points") == 0.0, (
+                f"workload {name!r}: a run on exact numerics should log eval/accuracy_drop_points = 0, got "
+                f"{record.metrics.get('eval/accuracy_drop_points')}"
+            )
     elif kind == "technique":
         check_technique(spec, host)
     else:

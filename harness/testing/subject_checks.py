@@ -113,6 +113,10 @@ def _check_serving(s: Any, what: str) -> None:
     assert gemms and all(op.m == len(lengths) for op in gemms), f"{what}: every weight GEMM must have m = batch size"
     wbytes = sum(op.weight_bytes for op in gemms)
     assert math.isclose(wbytes, s.weight_bytes()), f"{what}: trace weight bytes {wbytes} != weight_bytes() {s.weight_bytes()}"
+    policy = trace.attrs.get("serving.batch_policy", "fixed")
+    assert policy in ("fixed", "fit"), f"{what}: trace attribute serving.batch_policy={policy!r}; valid: fixed, fit"
+    chunk = trace.attrs.get("serving.prefill_chunk", 0)
+    assert isinstance(chunk, int) and chunk >= 0, f"{what}: serving.prefill_chunk must be an int >= 0, got {chunk!r}"
 
 
 def _check_points(s: Any, what: str) -> None:
