@@ -1,6 +1,6 @@
 """Ray launcher benchmark: parallel efficiency, per-job overhead, warm kernels.
 
-    .venv/bin/python benchmarks/bench_launcher.py [--jobs 16] [--seconds 2] [--trivial 100]
+    .venv/bin/python benchmarks/bench_launcher.py [--jobs 16] [--seconds 2] [--trivial 100] [--base DIR]
 
 Measured side by side in one run, each sweep a real ``harness run -m`` in a fresh
 folder with its own MLflow store:
@@ -13,15 +13,21 @@ folder with its own MLflow store:
     CPU time (what the brief asks; it also charges CPU other processes on a shared
     machine took from us) and once with the jobs' own wall time (slot
     utilization: how well the launcher keeps every core's slot busy).
-(b) ``--trivial`` jobs (dot_products, count=64): the harness's overhead per job,
-    sweep wall time after start-up / jobs, for both launchers.
+(b) ``--trivial`` jobs (``spin`` with no work: ~1 ms in the plugins): the harness's
+    overhead per job end to end (the slope of the command's wall time between a
+    small and this sweep, Ray start-up excluded), for both launchers.
 (b') Hydra's composition of one job of the harness config (``load_sweep_config``,
-    what every launcher does per job), measured in this process: the driver's
-    main per-job cost, paid once per job with ``hydra/sweeper=harness_basic``
-    (Hydra's basic sweeper would pay it twice).
+    what Hydra's launchers do per job) next to the launcher's (the defaults composed
+    once, each job's value overrides applied to a copy: harness/launcher/compose.py),
+    measured in this process.
 (c) warm kernels: four small ``spin`` jobs on one worker with an empty numba cache,
     then the same four again (a new Ray, new worker processes, same cache): how the
     kernel was obtained in each job and what its first call cost.
+
+``--base DIR`` also runs (a)'s Ray sweep and (b) with the code of another checkout
+(a ``git worktree`` of an earlier commit: its ``harness``, ``hydra_plugins`` and
+entry points first on ``PYTHONPATH``, this venv's dependencies), each right after
+the same sweep with this code, so before and after share the machine's load.
 
 Results go to ``benchmarks/results/launcher.json``.
 """
@@ -46,18 +52,23 @@ PLUGIN_PATH = ROOT / "tests" / "launcher_plugin"
 STEPS_PER_S = 650.0
 
 
-def sweep(folder: Path, *args: str, numba_cache: Path) -> tuple[float, subprocess.CompletedProcess]:
+#: Set by ``--base``: ``PYTHONPATH`` entries that make a sweep run another checkout's code.
+BASE_PATH: list[str] = []
+
+
+def sweep(folder: Path, *args: str, numba_cache: Path, base: bool = False) -> tuple[float, subprocess.CompletedProcess]:
     folder.mkdir(parents=True, exist_ok=True)
     env = dict(os.environ)
     env.pop("RAY_ADDRESS", None)
+    first = BASE_PATH if base else []
     env.update(
-        PYTHONPATH=os.pathsep.join(p for p in (str(PLUGIN_PATH), env.get("PYTHONPATH", "")) if p),
+        PYTHONPATH=os.pathsep.join(p for p in (*first, str(PLUGIN_PATH), env.get("PYTHONPATH", "")) if p),
         MLFLOW_TRACKING_URI=f"sqlite:///{folder / 'mlflow.db'}",
         MLFLOW_DISABLE_TELEMETRY="true",
         NUMBA_CACHE_DIR=str(numba_cache),  # the basic launcher's jobs use the same cache
     )
     cmd = [
-        str(BIN / "harness"), "run", "-m", *args,
+        sys.executable, "-m", "harness", "run", "-m", *args,
         f"cache_dir={folder / 'cache'}", f"hydra.launcher.numba_cache_dir={numba_cache}",
     ]
     if "hydra/launcher=basic" in args:
@@ -86,17 +97,41 @@ def job_span(children) -> float:
     return (max(r.info.end_time for r in children) - min(r.info.start_time for r in children)) / 1000.0
 
 
+def ray_efficiency(folder: Path, cores: int) -> dict:
+    """What a Ray sweep's parent run and children say about its parallel efficiency."""
+    parents, children = runs_of(folder)
+    tags = parents[0].data.tags
+    # Jobs wall: Ray ready to the last record written (the writer thread's drain included).
+    jobs_wall = float(tags["harness.sweep.jobs_wall_s"]) + float(tags.get("harness.sweep.write_wait_s", 0.0))
+    cpu = sum(r.data.metrics["spin/cpu_s"] for r in children)
+    job_wall = sum(float(r.data.tags["harness.duration_s"]) for r in children)
+    return {
+        "ray_startup_s": float(tags["harness.sweep.ray_startup_s"]),
+        "ray_jobs_wall_s": jobs_wall,
+        "ray_shutdown_s": float(tags["harness.sweep.ray_shutdown_s"]),
+        "job_cpu_s_mean_ray": cpu / len(children),
+        "cpu_efficiency_after_startup": (cpu / cores) / jobs_wall,
+        "slot_utilization_after_startup": (job_wall / cores) / jobs_wall,
+    }
+
+
 def bench_parallel(work: Path, jobs: int, seconds: float, cores: int, cache: Path) -> dict:
     iterations = round(seconds * STEPS_PER_S)
     common = ["workload=spin", f"workload.iterations={iterations}", f"seed=range(0,{jobs})"]
     sweep(work / "warmup", "workload=spin", "workload.iterations=1", "hydra/launcher=basic", numba_cache=cache)
     basic_wall, _ = sweep(work / "a-basic", *common, "hydra/launcher=basic", numba_cache=cache)
     _, basic_children = runs_of(work / "a-basic")
+    load = os.getloadavg()
     ray_wall, _ = sweep(work / "a-ray", *common, numba_cache=cache)
+    base = {}
+    if BASE_PATH:
+        base_load = os.getloadavg()
+        base_wall, _ = sweep(work / "a-ray-base", *common, numba_cache=cache, base=True)
+        base = {"base": {"ray_wall_s": base_wall, "load_avg_before": base_load, **ray_efficiency(work / "a-ray-base", cores)}}
     parents, children = runs_of(work / "a-ray")
     tags = parents[0].data.tags
     startup = float(tags["harness.sweep.ray_startup_s"])
-    jobs_wall = float(tags["harness.sweep.jobs_wall_s"])
+    jobs_wall = float(tags["harness.sweep.jobs_wall_s"]) + float(tags.get("harness.sweep.write_wait_s", 0.0))
     shutdown = float(tags["harness.sweep.ray_shutdown_s"])
     cpu = sum(r.data.metrics["spin/cpu_s"] for r in children)
     job_wall = sum(float(r.data.tags["harness.duration_s"]) for r in children)
@@ -119,41 +154,48 @@ def bench_parallel(work: Path, jobs: int, seconds: float, cores: int, cache: Pat
         "cpu_efficiency_after_startup_with_shutdown": (cpu / cores) / (jobs_wall + shutdown),
         "slot_utilization_after_startup": (job_wall / cores) / jobs_wall,
         "ideal_speedup": float(cores),
+        "load_avg_before_ray": load,
+        **base,
+    }
+
+
+def trivial_marginal(work: Path, name: str, count: int, cache: Path, base: bool = False) -> dict:
+    """Per-job cost end to end: the slope of the command's wall time between a small
+    sweep and a ``count``-job one, each minus its Ray start-up: what one more job costs
+    a user, with process start-up and the sweep's fixed costs cancelled out."""
+    args = ["workload=spin", "workload.iterations=0"]
+    small = max(2, count // 10)
+    load = os.getloadavg()
+    wall, _ = sweep(work / f"{name}", *args, f"seed=range(0,{count})", numba_cache=cache, base=base)
+    small_wall, _ = sweep(work / f"{name}-small", *args, f"seed=range(0,{small})", numba_cache=cache, base=base)
+    tags = runs_of(work / name)[0][0].data.tags
+    startup = float(tags["harness.sweep.ray_startup_s"])
+    small_startup = float(runs_of(work / f"{name}-small")[0][0].data.tags["harness.sweep.ray_startup_s"])
+    marginal = ((wall - startup) - (small_wall - small_startup)) / (count - small)
+    _, children = runs_of(work / name)
+    return {
+        "end_to_end_marginal_ms_per_job": 1000 * marginal,
+        "jobs": count,
+        "ray_wall_s": wall,
+        "ray_startup_s": startup,
+        "small_sweep_jobs": small,
+        "small_sweep_wall_s": small_wall,
+        "compose_and_hash_ms_per_job": 1000 * float(tags["harness.sweep.compose_s"]) / count,
+        "job_runner_time_ms_mean": 1000 * sum(float(r.data.tags["harness.duration_s"]) for r in children) / count,
+        "load_avg_before": load,
     }
 
 
 def bench_trivial(work: Path, count: int, cache: Path) -> dict:
-    args = ["workload.count=64", "workload.columns=8", f"seed=range(0,{count})"]
-    ray_wall, _ = sweep(work / "b-ray", *args, numba_cache=cache)
-    parents, children = runs_of(work / "b-ray")
-    tags = parents[0].data.tags
-    jobs_wall = float(tags["harness.sweep.jobs_wall_s"])
-    compose = float(tags["harness.sweep.compose_s"])
-    job_time = sum(float(r.data.tags["harness.duration_s"]) for r in children) / count
-    basic_wall, _ = sweep(work / "b-basic", *args, "hydra/launcher=basic", numba_cache=cache)
+    out = {"ray": trivial_marginal(work, "b-ray", count, cache)}
+    if BASE_PATH:
+        out["base"] = trivial_marginal(work, "b-ray-base", count, cache, base=True)
+        out["ray_again"] = trivial_marginal(work, "b-ray-again", count, cache)  # after: load may have moved
+    basic_wall, _ = sweep(work / "b-basic", "workload=spin", "workload.iterations=0", f"seed=range(0,{count})",
+                          "hydra/launcher=basic", numba_cache=cache)
     _, basic_children = runs_of(work / "b-basic")
-    # End to end, as a user pays it: the slope of the command's wall time between a
-    # small and this sweep (minus each one's Ray start-up) is the marginal cost of
-    # one more job, with Hydra's own per-job work (its sweeper composes every job
-    # to validate the batch) and process start-up cancelled out of the fixed part.
-    small = max(2, count // 10)
-    small_wall, _ = sweep(work / "b-ray-small", "workload.count=64", "workload.columns=8", f"seed=range(0,{small})", numba_cache=cache)
-    small_startup = float(runs_of(work / "b-ray-small")[0][0].data.tags["harness.sweep.ray_startup_s"])
-    startup = float(tags["harness.sweep.ray_startup_s"])
-    marginal = ((ray_wall - startup) - (small_wall - small_startup)) / (count - small)
-    return {
-        "end_to_end_marginal_ms_per_job": 1000 * marginal,
-        "small_sweep_jobs": small,
-        "small_sweep_wall_s": small_wall,
-        "jobs": count,
-        "job_runner_time_ms_mean": 1000 * job_time,
-        "ray_wall_s": ray_wall,
-        "ray_startup_s": float(tags["harness.sweep.ray_startup_s"]),
-        "ray_compose_and_hash_ms_per_job": 1000 * compose / count,
-        "ray_overhead_ms_per_job": 1000 * (jobs_wall + compose) / count,
-        "basic_wall_s": basic_wall,
-        "basic_ms_per_job": 1000 * job_span(basic_children) / count,
-    }
+    out["basic_ms_per_job"] = 1000 * job_span(basic_children) / count
+    return out
 
 
 def bench_compose(count: int = 40) -> dict:
@@ -173,7 +215,15 @@ def bench_compose(count: int = 40) -> dict:
         for seed in range(count):
             loader.load_sweep_config(master, [f"seed={seed}", "workload.count=64"])
         per_job = (time.perf_counter() - t0) / count
-    return {"jobs": count, "hydra_compose_ms_per_job": 1000 * per_job}
+        from harness.launcher.compose import SweepComposer
+
+        composer = SweepComposer(loader, master)
+        t0 = time.perf_counter()
+        for seed in range(count):  # the launcher's way: the defaults composed once, values per job
+            composer.compose([f"seed={seed}", "workload.count=64"])
+        fast = (time.perf_counter() - t0) / count
+    return {"jobs": count, "hydra_compose_ms_per_job": 1000 * per_job, "launcher_compose_ms_per_job": 1000 * fast,
+            "load_avg": os.getloadavg()}
 
 
 def bench_warm(work: Path) -> dict:
@@ -200,8 +250,11 @@ def main() -> int:
     parser.add_argument("--jobs", type=int, default=16)
     parser.add_argument("--seconds", type=float, default=2.0)
     parser.add_argument("--trivial", type=int, default=100)
+    parser.add_argument("--base", help="another checkout (git worktree) to measure side by side")
+    parser.add_argument("--skip", default="", help="comma-separated sections to skip: parallel,trivial,compose,warm")
     parser.add_argument("--out", default=str(ROOT / "benchmarks" / "results" / "launcher.json"))
     ns = parser.parse_args()
+    skip = {x.strip() for x in ns.skip.split(",") if x.strip()}
     cores = os.cpu_count() or 1
     load_before = os.getloadavg()
     work = Path(tempfile.mkdtemp(prefix="bench-launcher-"))
@@ -211,11 +264,22 @@ def main() -> int:
         result = {
             "command": "python benchmarks/bench_launcher.py " + " ".join(sys.argv[1:]),
             "machine": {"cores": cores, "python": platform.python_version(), "load_avg_before": load_before},
-            "parallel": bench_parallel(work, ns.jobs, ns.seconds, cores, cache),
-            "trivial": bench_trivial(work, ns.trivial, cache),
-            "compose": bench_compose(),
-            "warm_kernels": bench_warm(work),
         }
+        if ns.base:
+            from harness.commits import dist_info_for
+
+            tree = Path(ns.base).resolve()
+            site = work / "base-site"
+            dist_info_for(tree, site)
+            BASE_PATH[:] = [str(site), str(tree)]
+            commit = subprocess.run(["git", "-C", str(tree), "rev-parse", "--short", "HEAD"], capture_output=True, text=True)
+            result["base"] = {"path": str(tree), "commit": commit.stdout.strip()}
+        sections = {"parallel": lambda: bench_parallel(work, ns.jobs, ns.seconds, cores, cache),
+                    "trivial": lambda: bench_trivial(work, ns.trivial, cache),
+                    "compose": bench_compose, "warm_kernels": lambda: bench_warm(work)}
+        for name, run in sections.items():
+            if name.split("_")[0] not in skip:
+                result[name] = run()
         result["machine"]["load_avg_after"] = os.getloadavg()
         result["bench_wall_s"] = time.perf_counter() - t0
     finally:

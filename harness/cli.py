@@ -43,6 +43,8 @@ commands:
   dashboard SPEC [--sweep ID] [--experiment NAME] [--out FILE] [--list]
                         render a dashboard spec to one offline HTML file (and file
                         it with the sweep's parent run); see docs/dashboards.md
+  ray-stop              stop the local Ray a sweep left running with
+                        hydra.launcher.keep_ray=true (by its process group id)
   compare (--sweeps A B | --commits REV1 REV2 [OVERRIDES]) [--factor F]
                         compare two sweeps, or one sweep (default +experiment=perf)
                         run at two git commits in temporary worktrees, metric by
@@ -585,6 +587,22 @@ def cmd_flush(args: list[str]) -> int:
     return 1 if left else 0
 
 
+def cmd_ray_stop(args: list[str]) -> int:
+    """Stop the private Ray kept running by ``hydra.launcher.keep_ray=true``."""
+    parser = argument_parser(
+        "harness ray-stop", description="Stop the local Ray a sweep left running with hydra.launcher.keep_ray=true."
+    )
+    parser.parse_args(args)
+    from harness.launcher import kept_ray
+
+    info = kept_ray.stop()
+    if info is None:
+        print(f"harness: no kept Ray recorded in {kept_ray.record_path()}")
+    else:
+        print(f"harness: stopped the kept Ray at {info.get('address')} (process group {info.get('pid')})")
+    return 0
+
+
 def _print_plugin_warnings_plainly() -> None:
     """Show a broken plugin's warning as one ``harness: warning: ...`` line on stderr."""
     import warnings
@@ -616,7 +634,7 @@ def cmd_dashboard(args: list[str]) -> int:
 
 COMMANDS = {
     "run": cmd_run, "plugins": cmd_plugins, "ui": cmd_ui, "dashboard": cmd_dashboard, "flush": cmd_flush,
-    "compare": cmd_compare,
+    "compare": cmd_compare, "ray-stop": cmd_ray_stop,
 }
 
 

@@ -53,9 +53,25 @@ class ExperimentFailed(RuntimeError):
     """Raised after a FAILED record was produced, to make the command exit non-zero."""
 
 
+#: ``git_state`` answers per folder, reused for this many seconds: a sweep's worker runs
+#: many short jobs, and two git processes per job cost more than a trivial job itself.
+GIT_STATE_TTL_S = 60.0
+_git_states: dict[str, tuple[float, tuple[str, str]]] = {}
+
+
 def git_state(path: Path | None = None) -> tuple[str, str]:
     """(commit, dirty flag) of the code that ran, or ("unknown", "unknown")."""
     where = str(path or Path(__file__).resolve().parent)
+    now = time.monotonic()
+    cached = _git_states.get(where)
+    if cached is not None and now - cached[0] < GIT_STATE_TTL_S:
+        return cached[1]
+    state = _git_state(where)
+    _git_states[where] = (now, state)
+    return state
+
+
+def _git_state(where: str) -> tuple[str, str]:
     try:
         commit = subprocess.run(
             ["git", "-C", where, "rev-parse", "HEAD"], capture_output=True, text=True, timeout=5, check=True
@@ -297,6 +313,11 @@ def run_experiment(
         ctx.log_metrics(_prefixed(exact, "eval", "_exact"))
         if not simulated:
             ctx.log_metrics(_prefixed(exact, "eval"))
+        measured = record.metrics.get("eval/accuracy")
+        if measured is not None and "accuracy" in exact and "eval/accuracy_drop_points" not in record.metrics:
+            # What the accelerator's numerics cost in accuracy, in points (claims and
+            # dashboards condition on it, e.g. "<= 0.3"); 0 on exact numerics.
+            ctx.log_metric("eval/accuracy_drop_points", 100.0 * (float(exact["accuracy"]) - measured))
 
         stage = f"workload {choices['workload']!r} op trace"
         trace = workload.op_trace(subject)
@@ -313,11 +334,6 @@ def run_experiment(
         record.tags["harness.duration_s"] = f"{time.perf_counter() - started:.3f}"
         record.end_ms = int(time.time() * 1000)
         exc.record = record
-        measured = record.metrics.get("eval/accuracy")
-        if measured is not None and "accuracy" in exact and "eval/accuracy_drop_points" not in record.metrics:
-            # What the accelerator's numerics cost in accuracy, in points (claims and
-            # dashboards condition on it, e.g. "<= 0.3"); 0 on exact numerics.
-            ctx.log_metric("eval/accuracy_drop_points", 100.0 * (float(exact["accuracy"]) - measured))
         raise
     except Exception as exc:  # any plugin failure becomes a FAILED record
         record.status = FAILED

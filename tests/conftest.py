@@ -23,6 +23,29 @@ import pytest  # noqa: E402
 
 REPO = Path(__file__).resolve().parent.parent
 
+#: The integration tier (marker ``integration``): tests that start a real Ray, a server,
+#: a browser, pip or git worktrees, each taking tens of seconds. ``pytest`` alone runs
+#: the default tier; the README's test command (and so CI) runs both:
+#: ``pytest && pytest -m "integration and not slow"``. Whole modules, then single tests.
+INTEGRATION_MODULES = {
+    "test_launcher", "test_launcher_hydra_suites", "test_launcher_loopback", "test_end_to_end",
+    "test_dashboard_browser", "test_example_plugin", "test_packaging",
+}
+INTEGRATION_TESTS = {
+    "test_compare.py::test_compare_commits_flags_a_kernel_made_2x_slower",
+    "test_docs.py::test_the_tutorial_plugin_installs_runs_and_sweeps",
+    "test_reliability.py::test_a_record_the_store_refuses_after_the_run_is_kept_and_written_by_the_next_run",
+    "test_reliability.py::test_ctrl_c_stops_a_single_run_within_seconds_and_records_it_killed",
+    "test_reliability.py::test_ui_prints_a_runs_link_per_experiment",
+}
+
+
+def pytest_collection_modifyitems(config, items):
+    for item in items:
+        name = f"{item.path.name}::{item.originalname}"
+        if item.path.stem in INTEGRATION_MODULES or name in INTEGRATION_TESTS:
+            item.add_marker(pytest.mark.integration)
+
 
 def make_dist(site: Path, dist: str, module: str, source: str, entry_points: dict[str, str], version: str = "0.1.0") -> Path:
     """Install a one-module distribution into ``site`` (a PYTHONPATH folder)."""

@@ -16,7 +16,7 @@ from harness.specs import CAPABILITIES, CapabilityError, TechniqueSpec, Workload
 
 ADMM_ON_GEMMS = (
     "technique 'admm' needs subject:model, which workload 'dot_products' does not provide "
-    "(it provides subject:gemms); workloads that provide subject:model: digits_mlp, mnist_lenet5, mnist_vit"
+    "(it provides subject:gemms); workloads that provide subject:model: digits_mlp, mnist_lenet5, mnist_mlp, mnist_vit"
 )
 
 

@@ -567,3 +567,118 @@ def test_killing_a_worker_node_mid_sweep_retries_its_job_and_records_each_job_on
             worker.stop()
         head.stop()
     assert not head.pids() and not worker.pids()
+
+
+def test_keep_ray_leaves_a_local_ray_that_the_next_sweep_joins_and_ray_stop_ends(tmp_path, short_tmp):
+    """hydra.launcher.keep_ray=true: the first sweep starts a private Ray that outlives it
+    (recorded under the temp folder), the second joins it (no start-up), `harness ray-stop`
+    stops its process group and removes its folder."""
+    import json
+
+    env = _env(tmp_path, TMPDIR=str(short_tmp))
+    record = short_tmp / f"harness-ray-{os.getuid()}.json"
+    try:
+        first = _harness(tmp_path, *SMALL, "seed=0,1", "hydra.launcher.keep_ray=true", env=env)
+        assert first.returncode == 0, _why(tmp_path, first)
+        info = json.loads(record.read_text())
+        assert info["address"].startswith("127.0.0.1:")
+        os.killpg(info["pid"], 0)  # still running after the sweep
+        second = _harness(tmp_path, *SMALL, "seed=2,3", "hydra.launcher.keep_ray=true", env=env)
+        assert second.returncode == 0, _why(tmp_path, second)
+        parents, children = _runs(tmp_path)
+        assert sorted(p.data.tags["harness.sweep.ray_kept"] for p in parents) == ["reused", "started"]
+        assert len(children) == 4 and {c.info.status for c in children} == {"FINISHED"}
+        reused = next(p for p in parents if p.data.tags["harness.sweep.ray_kept"] == "reused")
+        assert reused.data.tags["harness.sweep.ray_address"] == info["address"]
+    finally:
+        stop = subprocess.run([str(BIN / "harness"), "ray-stop"], env=env, capture_output=True, text=True, timeout=60)
+    assert stop.returncode == 0 and "stopped the kept Ray" in stop.stdout, stop.stdout + stop.stderr
+    from harness.launcher.kept_ray import group_alive
+
+    assert not group_alive(info["pid"])  # (zombies waiting for their new parent do not count)
+    assert not record.exists() and not Path(info["temp_dir"]).exists()
+
+
+# -- the driver's fast paths: same results as the slow ones ---------------------------------
+@pytest.mark.usefixtures("hydra_restore_singletons")  # initialize_config_dir sets Hydra's version base
+def test_sweep_composer_gives_hydras_own_configs():
+    """Composing the defaults once per set of group overrides gives exactly what Hydra's
+    load_sweep_config gives, for value, group, `+` and `hydra.*` overrides and `when.*`."""
+    from hydra import initialize_config_dir
+    from hydra.core.global_hydra import GlobalHydra
+    from hydra.types import RunMode
+    from omegaconf import OmegaConf
+
+    from harness.config import conf_dir, register_configs
+    from harness.launcher.compose import SweepComposer
+
+    register_configs()
+    cases = [
+        (["workload=dot_products"], [["workload=dot_products", f"seed={s}"] for s in range(3)], 1),
+        (
+            ["hydra.job.chdir=true"],
+            [
+                ["technique=none", "workload=dot_products", "workload.count=5"],
+                ["technique=admm", "workload=digits_mlp", "when.technique.admm.ratio=10"],
+                ["technique=none", "workload=dot_products", "workload.count=7"],
+            ],
+            2,
+        ),
+        ([], [["+experiment=quickstart", "seed=1"], ["+experiment=quickstart", "seed=2"], ["accelerator=ds_cim"]], 2),
+    ]
+    with initialize_config_dir(version_base="1.3", config_dir=str(conf_dir()), job_name="harness"):
+        loader = GlobalHydra.instance().config_loader()
+        for master_overrides, jobs, shapes in cases:
+            master = loader.load_configuration("config", master_overrides, run_mode=RunMode.MULTIRUN)
+            composer = SweepComposer(loader, master)
+            for overrides in jobs:
+                want, got = loader.load_sweep_config(master, overrides), composer.compose(overrides)
+                assert OmegaConf.to_yaml(got) == OmegaConf.to_yaml(want), overrides
+                assert OmegaConf.is_struct(got) and OmegaConf.is_readonly(got.hydra) == OmegaConf.is_readonly(want.hydra)
+            assert composer.fast and composer.composed == shapes
+        master = loader.load_configuration("config", [], run_mode=RunMode.MULTIRUN)
+        composer = SweepComposer(loader, master)
+        with pytest.raises(Exception) as bad:
+            composer.compose(["workload.no_such_key=1"])
+        with pytest.raises(type(bad.value)):
+            loader.load_sweep_config(master, ["workload.no_such_key=1"])
+
+
+def test_write_many_leaves_runs_as_write_does(tmp_path):
+    """The sqlite batch path writes runs MLflow reads back exactly as the per-call path's."""
+    from harness.record import Record
+    from harness.tracking import MlflowTracker
+
+    tracker = MlflowTracker(f"sqlite:///{tmp_path / 'mlflow.db'}", "harness")
+    parent = tracker.create_run("parent")
+
+    def record(i: int, status: str = "FINISHED") -> Record:
+        r = Record(start_ms=1000 + i, end_ms=2000 + i, status=status)
+        r.params.update({"seed": str(i), "workload": "spin", "workload.x": "1"})
+        r.metrics.update({"a/b": 1.5 + i, "nan": float("nan"), "inf": float("inf")})
+        r.series["train/loss"] = [(0, 3.0), (1, 2.0), (2, 2.5)]
+        r.tags.update({"harness.config_hash": f"h{i}"})
+        r.artifacts.update({"config.yaml": b"a: 1\n", "tables/op_trace.csv": b"x,y\n"})
+        return r
+
+    one = tracker.write(record(1), "job one", parent_run_id=parent)
+    many = tracker.write_many([(record(1), "job one", parent), (record(2, "FAILED"), "two", None)])
+    assert all(isinstance(x, str) for x in many)
+    a, b = tracker.client.get_run(one), tracker.client.get_run(many[0])
+    for field in ("status", "start_time", "end_time", "user_id", "lifecycle_stage", "run_name", "experiment_id"):
+        assert getattr(a.info, field) == getattr(b.info, field), field
+    assert b.info.artifact_uri == a.info.artifact_uri.replace(one, many[0])
+    assert a.data.params == b.data.params and a.data.tags == b.data.tags
+    assert str(a.data.metrics) == str(b.data.metrics)  # NaN != NaN
+    history = [[(m.step, m.value) for m in tracker.client.get_metric_history(r, "train/loss")] for r in (one, many[0])]
+    assert history[0] == history[1] == [(0, 3.0), (1, 2.0), (2, 2.5)]
+    assert sorted(f.path for f in tracker.client.list_artifacts(one)) == sorted(
+        f.path for f in tracker.client.list_artifacts(many[0]))
+    assert tracker.client.get_run(many[1]).info.status == "FAILED"
+    assert tracker.finished_runs() == {"h1": tracker.finished_runs()["h1"]}
+    # A record the store refuses does not take the others of its batch with it.
+    bad = record(3)
+    bad.params["p" * 300] = "key too long"
+    out = tracker.write_many([(record(4), "four", None), (bad, "bad", None)])
+    assert isinstance(out[0], str) and isinstance(out[1], Exception)
+    assert tracker.client.get_run(out[0]).info.status == "FINISHED"

@@ -12,11 +12,14 @@ Modules, by responsibility:
 
 * ``config``       the launcher's options (a dataclass in Hydra's ConfigStore);
 * ``core``         the driver loop: compose, hook, schedule with ``ray.wait``, collect;
+* ``compose``      Hydra's ``load_sweep_config``, the defaults composed once per shape;
 * ``cluster``      Ray's lifecycle: private local Ray or a cluster by address;
+  ``kept_ray`` a private Ray left running for later sweeps (``keep_ray``);
 * ``remote``       what a worker runs: ``run_job`` on the job's composed config;
 * ``hooks``        the seam: :class:`SweepHook` and :class:`Job`;
 * ``progress``     the progress line;
-* ``harness_hook`` the harness's hook; ``summary`` formats its tables.
+* ``harness_hook`` the harness's hook; ``record_writer`` its writer thread (records
+  in batches); ``summary`` formats its tables.
 
 Nothing here imports ray or mlflow at module level: Hydra imports the plugin
 whenever it scans plugins, including for ``harness run --help``.

@@ -85,6 +85,9 @@ class Cluster:
         self.started_here = False  # we called ray.init (so we call ray.shutdown)
         self.address = ""
         self._made_temp: Optional[str] = None
+        self.kept = ""  # keep_ray: "started" or "reused"
+        self.env: dict = {}  # the jobs' environment, for a (re)start of the private Ray
+        self.node_env: Optional[dict] = None  # the environment the node's workers have
 
     @property
     def local(self) -> bool:
@@ -144,8 +147,15 @@ class Cluster:
             "(ray start --head) or fix the address; without an address the sweep runs on a private local Ray"
         )
 
-    def start(self):
-        """Connect (starting a private Ray if no address) and return the ray module."""
+    def start(self, env: Optional[dict] = None):
+        """Connect (starting a private Ray if no address) and return the ray module.
+
+        ``env``: the jobs' environment. A private Ray started here gets it in its own
+        environment, so the worker processes it starts with the node serve the jobs
+        as they are (``node_env``), instead of new ones started per runtime_env.
+        """
+        if env is not None:
+            self.env = dict(env)
         if self.local:
             # Ray reads RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER once, when first imported.
             os.environ.update(LOCAL_RAY_ENV)
@@ -175,8 +185,13 @@ class Cluster:
 
     def _start_private(self, ray) -> None:
         _force_loopback()
+        if self.opts.keep_ray:
+            self._join_kept(ray)
+            return
         temp_dir = self.opts.temp_dir or tempfile.mkdtemp(prefix="harness-ray-", dir=_short_temp_root())
         self._made_temp = None if self.opts.temp_dir else temp_dir
+        saved = {k: os.environ.get(k) for k in self.env}
+        os.environ.update(self.env)  # inherited by the raylet and the workers it starts
         try:
             ray.init(
                 address="local",
@@ -187,15 +202,39 @@ class Cluster:
                 log_to_driver=self.opts.log_to_driver,
                 logging_level=logging.WARNING,
             )
+            self.node_env = dict(self.env)
         except BaseException:
             self.stop()
             raise
+        finally:
+            for key, value in saved.items():
+                if value is None:
+                    os.environ.pop(key, None)
+                else:
+                    os.environ[key] = value
+
+    def _join_kept(self, ray) -> None:
+        """``keep_ray``: join the private Ray an earlier sweep left running, or start one
+        that outlives this sweep (:mod:`harness.launcher.kept_ray`)."""
+        from harness.launcher import kept_ray
+
+        info = kept_ray.running()
+        if info is None:
+            kept_ray.stop()  # a stale record (or a dead head's session folder)
+            info = kept_ray.start(
+                self.opts.num_cpus or os.cpu_count() or 1, self.opts.object_store_memory, LOCAL_RAY_ENV,
+                _short_temp_root(),
+            )
+            self.kept = "started"
+        else:
+            self.kept = "reused"
+        ray.init(address=info["address"], log_to_driver=self.opts.log_to_driver, logging_level=logging.WARNING)
 
     def node_alive(self) -> bool:
         """False once the private Ray's raylet process has exited (always True when
         joined to a cluster: there a node's death is Ray's to handle, by retries)."""
-        if not (self.local and self.started_here):
-            return True
+        if not (self.local and self.started_here) or self.kept:
+            return True  # a kept Ray's raylet is not this process's child: Ray reports its loss
         try:
             from ray._private import ray_constants
             from ray._private.worker import _global_node
@@ -219,6 +258,7 @@ class Cluster:
         if self.ray is not None and self.started_here:
             self.ray.shutdown()
             self.started_here = False
+        self.node_env = None
         if self._made_temp:
             _remove_tree(self._made_temp)
             self._made_temp = None

@@ -41,6 +41,9 @@ class HarnessRayLauncherConf:
     object_store_memory: Optional[int] = 256 * 1024 * 1024
     #: Private Ray only: session folder (None: a fresh temporary folder, removed at the end).
     temp_dir: Optional[str] = None
+    #: Private Ray only: leave it running on 127.0.0.1 after the sweep (recorded under the
+    #: temp folder) and join one a previous sweep left, if alive; ``harness ray-stop`` stops it.
+    keep_ray: bool = False
     #: NUMBA_CACHE_DIR of the jobs (None: the hook's choice, else numba's default).
     numba_cache_dir: Optional[str] = None
     #: Extra environment variables for the jobs.

@@ -27,6 +27,7 @@ from typing import Any, Dict, List, Optional, Sequence
 from omegaconf import OmegaConf, open_dict
 
 from harness.launcher.cluster import Cluster
+from harness.launcher.compose import SweepComposer
 from harness.launcher.hooks import Job
 from harness.launcher.progress import Progress
 
@@ -43,8 +44,8 @@ class LocalNodeDied(RuntimeError):
     """The private Ray's raylet died mid-sweep (raised when no restart is left)."""
 
 
-def _compose(launcher, overrides: Sequence[str], idx: int) -> Job:
-    config = launcher.hydra_context.config_loader.load_sweep_config(launcher.config, list(overrides))
+def _compose(composer, overrides: Sequence[str], idx: int) -> Job:
+    config = composer.compose(list(overrides))
     with open_dict(config):
         config.hydra.job.id = f"{config.hydra.job.name}_{idx}"
         config.hydra.job.num = idx
@@ -87,7 +88,8 @@ def launch(launcher, job_overrides: Sequence[Sequence[str]], initial_job_idx: in
     sweep_dir.mkdir(parents=True, exist_ok=True)
     log.info(f"harness_ray launcher: {len(job_overrides)} jobs, sweep output dir: {sweep_dir}")
 
-    jobs = [_compose(launcher, ov, initial_job_idx + i) for i, ov in enumerate(job_overrides)]
+    composer = SweepComposer(launcher.hydra_context.config_loader, config)
+    jobs = [_compose(composer, ov, initial_job_idx + i) for i, ov in enumerate(job_overrides)]
     for job in jobs:
         log.info(f"\t#{job.idx} : {' '.join(filter_overrides(job.overrides))}")
     cluster = Cluster(opts)
@@ -103,9 +105,11 @@ def launch(launcher, job_overrides: Sequence[Sequence[str]], initial_job_idx: in
     where: Dict[str, str] = {}
     try:
         if todo:
-            ray = cluster.start()
+            ray = cluster.start(job_env(launcher, cluster.local))
             t_ray = time.monotonic()
             where = {"ray_address": cluster.address, "ray_started_here": str(cluster.local).lower()}
+            if cluster.kept:
+                where["ray_kept"] = cluster.kept
             progress.start = t_ray
             restarts = 0
             while True:
@@ -159,6 +163,20 @@ def launch(launcher, job_overrides: Sequence[Sequence[str]], initial_job_idx: in
     return [job.result for job in jobs]
 
 
+def job_env(launcher, local: bool) -> Dict[str, str]:
+    """The jobs' environment: threads per job, the hook's variables, ``env_vars``."""
+    opts, hook = launcher.opts, launcher.hook
+    threads = str(max(1, int(opts.cpus_per_job)))
+    env = {"NUMBA_NUM_THREADS": threads, "OMP_NUM_THREADS": threads, **(hook.job_env() if hook is not None else {})}
+    if opts.numba_cache_dir:
+        path = os.path.expanduser(str(opts.numba_cache_dir))
+        # A private Ray's workers share this machine; on a cluster a relative path
+        # is taken relative to each worker's working folder.
+        env["NUMBA_CACHE_DIR"] = str(Path(path).resolve()) if local else path
+    env.update({str(k): str(v) for k, v in (opts.env_vars or {}).items()})
+    return env
+
+
 class _NodeLost(Exception):
     """The private Ray's raylet died; ``in_flight`` are the jobs it took with it."""
 
@@ -177,19 +195,17 @@ def _run(launcher, ray, cluster: Cluster, todo: List[Job], progress: Progress) -
     task = hook.worker_task(launcher.task_function) if hook is not None else launcher.task_function
     shared = [ray.put({"singleton_state": Singleton.get_state(), "hydra_context": launcher.hydra_context, "task_function": task})]
     key = uuid.uuid4().hex
-    threads = str(max(1, int(opts.cpus_per_job)))
-    env = {"NUMBA_NUM_THREADS": threads, "OMP_NUM_THREADS": threads, **(hook.job_env() if hook is not None else {})}
-    if opts.numba_cache_dir:
-        path = os.path.expanduser(str(opts.numba_cache_dir))
-        # A private Ray's workers share this machine; on a cluster a relative path
-        # is taken relative to each worker's working folder.
-        env["NUMBA_CACHE_DIR"] = str(Path(path).resolve()) if cluster.local else path
-    env.update({str(k): str(v) for k, v in (opts.env_vars or {}).items()})
+    env = job_env(launcher, cluster.local)
+    options = {}
+    if cluster.node_env != env:
+        # A runtime_env makes Ray start new worker processes for it; a private Ray
+        # started with this environment already has its workers up (Cluster.start).
+        options["runtime_env"] = {"env_vars": env}
     remote = ray.remote(execute_job).options(
         num_cpus=opts.cpus_per_job,
         max_retries=opts.max_retries,
         retry_exceptions=False,  # a task that raises is a FAILED job, not retried
-        runtime_env={"env_vars": env},
+        **options,
     )
     driver_cwd = os.getcwd()
     queue = list(todo)

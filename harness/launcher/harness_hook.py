@@ -1,9 +1,10 @@
 """The harness's :class:`~harness.launcher.hooks.SweepHook`: single writer, resume, sweep parent.
 
 * **Single writer.** Workers run :func:`harness.app.record_task` inside
-  ``run_job`` and return the record; the driver writes each to MLflow as it
-  arrives, so a job retried after its worker died is recorded once, with no
-  shared filesystem or lock, and sqlite never sees two writers.
+  ``run_job`` and return the record; the driver's one writer thread writes them
+  to MLflow in batches as they arrive (:mod:`harness.launcher.record_writer`), so
+  a job retried after its worker died is recorded once, with no shared
+  filesystem or lock, and sqlite never sees two writers.
 * **Identity first.** Before Ray starts, every job's config hash is computed
   with the runner's own code (:func:`harness.app.config_hash_of`). A
   :class:`~harness.specs.CapabilityError` (plugins that cannot work together)
@@ -58,6 +59,7 @@ class HarnessSweepHook(SweepHook):
     def setup(self, *, config, options, task_function) -> None:
         self.config, self.opts = config, options
         self.tracker = None
+        self.writer = None
         self.parent_id: Optional[str] = None
         self.sweep_id = ""
         self.rows: Dict[int, summary.Row] = {}
@@ -81,17 +83,31 @@ class HarnessSweepHook(SweepHook):
             raise SweepFailed(2)
         refused = []
         self.rows = {}  # one batch (the harness's sweeps are one batch unless max_batch_size is set)
+        hydra_config = HydraConfig.instance()
+        original = hydra_config.cfg
         for job in jobs:
-            HydraConfig.instance().set_config(job.config)
             choices = {kind: str(job.config.hydra.runtime.choices[kind]) for kind in KINDS}
             row = self.rows[job.idx] = summary.Row(job.idx, list(job.overrides))
             job.meta.update(choices=choices, row=row)
-            try:
-                row.config_hash = config_hash_of(job.config, choices)
-            except (CapabilityError, ConfigError, PluginError) as exc:  # refused on the driver, before Ray
-                refused.append(f"job #{job.idx} ({' '.join(summary.user_overrides(job.overrides)) or 'defaults'}): {exc}")
-            except Exception as exc:  # a value the plugin rejects: the worker reports it as a FAILED run
-                row.note = f"config hash not computable: {exc}"
+            # Installing a job's Hydra config copies its whole `hydra` node (ms per job): only
+            # done when the hash needs it (a ${hydra:...} interpolation fails without it,
+            # instead of reading another job's).
+            hydra_config.cfg = None
+            for attempt in (0, 1):
+                try:
+                    row.config_hash = config_hash_of(job.config, choices)
+                    break
+                except (CapabilityError, ConfigError, PluginError) as exc:  # refused on the driver, before Ray
+                    if attempt == 0:
+                        hydra_config.set_config(job.config)
+                        continue
+                    refused.append(f"job #{job.idx} ({' '.join(summary.user_overrides(job.overrides)) or 'defaults'}): {exc}")
+                except Exception as exc:  # a value the plugin rejects: the worker reports it as a FAILED run
+                    if attempt == 0:
+                        hydra_config.set_config(job.config)
+                        continue
+                    row.note = f"config hash not computable: {exc}"
+        hydra_config.cfg = original
         if refused:
             for line in refused:
                 print(f"harness: {line}", file=sys.stderr)
@@ -130,6 +146,9 @@ class HarnessSweepHook(SweepHook):
                 if not row.status and row.config_hash in finished:
                     row.status, row.run_id, row.note = summary.SKIPPED, finished[row.config_hash], "finished earlier"
         self.parent_id, reused = self._parent_run(len(jobs))
+        from harness.launcher.record_writer import RecordWriter
+
+        self.writer = RecordWriter(self.tracker, self._written)
         for job in jobs:
             row = job.meta["row"]
             if row.status == summary.SKIPPED:
@@ -262,7 +281,6 @@ class HarnessSweepHook(SweepHook):
 
         from harness.app import run_name
         from harness.record import FAILED, Record
-        from harness.runner import ExperimentFailed
 
         value = result._return_value
         if result.status == JobStatus.COMPLETED and isinstance(value, Record):
@@ -283,25 +301,34 @@ class HarnessSweepHook(SweepHook):
         name = job.meta.get("name") or (run_name(record) if "workload" in record.params else f"job-{job.idx}")
         record.tags.setdefault("mlflow.note.content", self._describe(job, record))
         row = job.meta["row"]
-        try:
-            row.run_id = self.tracker.write(record, name, parent_run_id=self.parent_id)
-        except Exception as exc:  # the store failed mid-sweep: keep the record on disk (harness.store)
+        row.status, row.note, row.metrics = record.status, record.error or "", dict(record.metrics)
+        result.status = JobStatus.FAILED if record.status == FAILED else JobStatus.COMPLETED
+        # Written by the writer thread, in a batch with the records that arrive meanwhile;
+        # the run id (and the return value) are filled in by _written.
+        self.writer.put(record, name, self.parent_id, (job, result, record, name))
+
+    def _written(self, context, outcome) -> None:
+        """The writer thread's report on one record: its run id, or why the store refused it."""
+        from harness.record import FAILED
+        from harness.runner import ExperimentFailed
+
+        job, result, record, name = context
+        row = job.meta["row"]
+        if isinstance(outcome, Exception):  # the store failed mid-sweep: keep the record on disk (harness.store)
             from harness.store import PendingRecord, keep_pending
 
             path = keep_pending(self.cache_dir, PendingRecord(
-                record, name, self.tracker.tracking_uri, self.tracker.experiment_name, self.parent_id, str(exc)))
+                record, name, self.tracker.tracking_uri, self.tracker.experiment_name, self.parent_id, str(outcome)))
             self.pending.append(str(path))
-            print(f"harness: job #{job.idx}: could not write its run ({type(exc).__name__}); record kept in {path}",
+            print(f"harness: job #{job.idx}: could not write its run ({type(outcome).__name__}); record kept in {path}",
                   file=sys.stderr, flush=True)
             row.run_id = ""
-        row.status, row.note, row.metrics = record.status, record.error or "", dict(record.metrics)
-        if not row.run_id:
             row.note = "record pending on disk (harness flush)"
+        else:
+            row.run_id = outcome
         if record.status == FAILED:
-            result.status = JobStatus.FAILED
             result.return_value = ExperimentFailed(f"run {row.run_id} FAILED in {record.error}")
         else:
-            result.status = JobStatus.COMPLETED
             result.return_value = row.run_id
 
     def _failed_record(self, job: Job, value: Any):
@@ -325,6 +352,9 @@ class HarnessSweepHook(SweepHook):
 
     # -- the end ----------------------------------------------------------------------
     def after_launch(self, jobs: Sequence[Job], timings: Dict[str, float], cluster: Dict[str, str]) -> None:
+        t0 = time.monotonic()
+        self.writer.close()  # every record written (or kept on disk) before the parent closes
+        timings = {**timings, "write_wait_s": time.monotonic() - t0}
         for job in jobs:
             row = job.meta["row"]
             twin = job.meta.get("twin")
@@ -381,6 +411,9 @@ class HarnessSweepHook(SweepHook):
             raise SweepFailed(1)
 
     def on_abort(self, error: BaseException) -> None:
-        """Ctrl-C or a driver error: the parent must not stay RUNNING; rerunning resumes."""
+        """Ctrl-C or a driver error: the parent must not stay RUNNING; rerunning resumes.
+        Records already received are written first (or kept on disk)."""
+        if self.writer is not None:
+            self.writer.close()
         if self.tracker is not None and self.parent_id:
             self.tracker.set_status(self.parent_id, "KILLED")
