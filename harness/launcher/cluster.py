@@ -1,7 +1,8 @@
 """Ray's lifecycle for one launch: a private local Ray, or a cluster joined by address.
 
-The private Ray listens on 127.0.0.1 only, starts no dashboard, sends no usage
-stats and writes no auth token into the home folder; its session folder is a
+The private Ray listens on 127.0.0.1 only, starts only Ray's minimal dashboard
+head (``include_dashboard=False``: no UI), sends no usage stats and writes no auth
+token into the home folder; its session folder is a
 fresh temporary folder removed at the end. ``address="local"`` makes sure a
 ``RAY_ADDRESS`` or a cluster recorded by ``ray start`` is never joined by
 accident. Joining a cluster passes no ``num_cpus``/``object_store_memory`` (Ray
