@@ -17,6 +17,7 @@ beyond ``--factor`` (or a sweep failed), 2 a bad input.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import shlex
 import sys
 import tempfile
@@ -51,8 +52,12 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--only-changed", action="store_true", help="leave unchanged rows out of the table")
     p.add_argument("--tracking-uri", default="", help="the store (default: MLFLOW_TRACKING_URI or ./mlflow.db)")
     p.add_argument("--repo", default=".", help="with --commits: the git repository (default: the one holding the working folder)")
+    p.add_argument("--rounds", type=int, default=None,
+                   help="with --commits: run the sweep this many times at each commit, interleaved A B, B A, ... "
+                        "so drift of the machine loads both sides alike (default 2)")
     p.add_argument("--skip-existing", action="store_true",
-                   help="with --commits: reuse a finished sweep of the same commit and overrides from the store instead of running it")
+                   help="with --commits: reuse the finished sweeps of the same commit and overrides from the store "
+                        "instead of running that side")
     p.add_argument("--verbose", action="store_true", help="with --commits: show the sweeps' output")
     return p
 
@@ -62,6 +67,12 @@ def main(args: list[str]) -> int:
     ns = parser.parse_args(args)
     if ns.sweeps and ns.overrides:
         return _fail(f"overrides {' '.join(ns.overrides)} are for --commits; --sweeps compares runs already in the store")
+    if ns.sweeps and ns.rounds is not None:
+        return _fail("--rounds is for --commits; --sweeps compares runs already in the store")
+    if ns.rounds is None:
+        ns.rounds = 2
+    if ns.rounds < 1:
+        return _fail(f"--rounds {ns.rounds}: valid is 1 or more (sweeps per commit, interleaved)")
     if not ns.factor or ns.factor < 1.0:
         return _fail(f"--factor {ns.factor}: valid is a ratio >= 1 (for example 1.1)")
     try:
@@ -201,6 +212,16 @@ def _commits_note(runs) -> str:
 
 
 # -- running the sweep at two commits --------------------------------------------------
+def _round_order(rounds: int) -> list[int]:
+    """Which side runs when: ``A B``, then ``B A``, ``A B``, ... (an ABBA design), so a
+    machine that drifts slower or faster over the comparison loads both sides alike
+    instead of showing up as a change between them."""
+    order: list[int] = []
+    for r in range(rounds):
+        order += [0, 1] if r % 2 == 0 else [1, 0]
+    return order
+
+
 def _run_commits(ns) -> list[tuple[str, list]]:
     from harness.commits import repo_root, resolve_commit, run_sweep, worktree
 
@@ -208,48 +229,57 @@ def _run_commits(ns) -> list[tuple[str, list]]:
     shas = [resolve_commit(repo, rev) for rev in ns.commits]  # both checked before anything runs
     overrides = list(ns.overrides) or list(DEFAULT_OVERRIDES)
     reader = _reader(ns.tracking_uri, must_exist=False)
-    sides = []
-    with tempfile.TemporaryDirectory(prefix="harness-compare-") as tmp:
-        for n, (rev, sha) in enumerate(zip(ns.commits, shas)):
-            label = f"{rev} ({sha[:8]})" if not sha.startswith(rev) else sha[:8]
-            runs = _existing_sweep(reader, sha, overrides) if ns.skip_existing else []
-            if runs:
-                print(f"harness: compare: {label}: reusing a finished sweep of `{' '.join(overrides)}` ({len(runs)} runs)",
-                      file=sys.stderr, flush=True)
-            else:
-                print(f"harness: compare: {label}: running `harness run -m {' '.join(map(shlex.quote, overrides))}` "
-                      "in a temporary worktree ...", file=sys.stderr, flush=True)
-                start_ms = int(time.time() * 1000) - 1000
-                workdir = Path(tmp) / f"{n}-{sha[:12]}"
-                workdir.mkdir()
-                with worktree(repo, sha, workdir / "tree") as tree:
-                    code, tail = run_sweep(tree, overrides, reader.tracking_uri, workdir, ns.verbose)
-                if code != 0:
-                    detail = f":\n{tail}" if tail else ""
-                    raise CompareError(f"the sweep at {label} failed (exit {code}){detail}", 2 if code == 2 else 1)
-                runs = _runs_of_commit(reader, sha, start_ms)
-                if not runs:
-                    raise CompareError(f"the sweep at {label} finished but recorded no FINISHED run at {reader.tracking_uri}", 1)
-            sides.append((f"commit {label}: {len(runs)} runs", runs))
-    return sides
+    labels = [f"{rev} ({sha[:8]})" if not sha.startswith(rev) else sha[:8] for rev, sha in zip(ns.commits, shas)]
+    reused = [_existing_runs(reader, sha, overrides) if ns.skip_existing else [] for sha in shas]
+    for n, runs in enumerate(reused):
+        if runs:
+            print(f"harness: compare: {labels[n]}: reusing the finished sweep(s) of `{' '.join(overrides)}` in the store "
+                  f"({len(runs)} runs; not interleaved with the other side)", file=sys.stderr, flush=True)
+    runs_by_side: list[list] = [list(r) for r in reused]
+    to_run = [n for n in _round_order(ns.rounds) if not reused[n]]
+    with tempfile.TemporaryDirectory(prefix="harness-compare-") as tmp, contextlib.ExitStack() as trees:
+        checked_out: dict[int, Path] = {}
+        done = [0, 0]
+        for step, n in enumerate(to_run):
+            if n not in checked_out:
+                where = Path(tmp) / f"tree-{n}-{shas[n][:12]}"
+                checked_out[n] = trees.enter_context(worktree(repo, shas[n], where))
+            done[n] += 1
+            rounds_note = f" (round {done[n]} of {ns.rounds})" if ns.rounds > 1 else ""
+            print(f"harness: compare: {labels[n]}{rounds_note}: running `harness run -m "
+                  f"{' '.join(map(shlex.quote, overrides))}` in a temporary worktree ...", file=sys.stderr, flush=True)
+            start_ms = int(time.time() * 1000) - 1000
+            workdir = Path(tmp) / f"run-{step}-{shas[n][:12]}"
+            workdir.mkdir()
+            code, tail = run_sweep(checked_out[n], overrides, reader.tracking_uri, workdir, ns.verbose)
+            if code != 0:
+                detail = f":\n{tail}" if tail else ""
+                raise CompareError(f"the sweep at {labels[n]} failed (exit {code}){detail}", 2 if code == 2 else 1)
+            runs = _runs_of_commit(reader, shas[n], start_ms, {r.run_id for r in runs_by_side[n]})
+            if not runs:
+                raise CompareError(f"the sweep at {labels[n]} finished but recorded no FINISHED run at {reader.tracking_uri}", 1)
+            runs_by_side[n] += runs
+    return [(f"commit {labels[n]}: {len(runs_by_side[n])} runs", runs_by_side[n]) for n in (0, 1)]
 
 
-def _runs_of_commit(reader, sha: str, start_ms: int) -> list:
+def _runs_of_commit(reader, sha: str, start_ms: int, seen: set) -> list:
     flt = f"tags.`mlflow.source.git.commit` = '{sha}' and attributes.start_time >= {start_ms}"
-    return _finished(reader, reader.experiments(), flt)
+    return [r for r in _finished(reader, reader.experiments(), flt) if r.run_id not in seen]
 
 
-def _existing_sweep(reader, sha: str, overrides: list[str]) -> list:
-    """The runs of the newest FINISHED sweep run at ``sha`` with ``overrides`` on a clean tree, or []."""
+def _existing_runs(reader, sha: str, overrides: list[str]) -> list:
+    """The runs of every FINISHED sweep run at ``sha`` with ``overrides`` on a clean tree
+    (each round of an earlier ``--rounds`` comparison is one), or []."""
     experiments = reader.experiments()
     wanted = " ".join(o for o in overrides if not o.startswith(("hydra.", "hydra/")))  # the task's, as tagged
     flt = (f"tags.`harness.sweep_parent` = 'true' and tags.`mlflow.source.git.commit` = '{sha}' "
            "and attributes.status = 'FINISHED'")
+    found = []
     for parent in sorted(reader.search(experiments, filter_string=flt), key=lambda r: -r.start_ms):
         if parent.tags.get("harness.sweep_overrides", "") != wanted:
             continue
         runs = _finished(reader, experiments, f"tags.`mlflow.parentRunId` = '{parent.run_id}'")
         if runs and all(r.tags.get("mlflow.source.git.commit") == sha and r.tags.get("harness.git_dirty") == "false"
                         for r in runs):
-            return runs
-    return []
+            found += runs
+    return found

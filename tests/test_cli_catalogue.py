@@ -182,6 +182,8 @@ WRITTEN = [
     ("compare-no-store", ["compare", "--sweeps", "nope1", "nope2"], {}, None, ["no MLflow store", "--tracking-uri"]),
     ("compare-not-a-repo", ["compare", "--commits", "HEAD~1", "HEAD"], {}, None, ["not a git repository"]),
     ("compare-bad-factor", ["compare", "--sweeps", "a", "b", "--factor", "0"], {}, None, ["--factor"]),
+    ("compare-zero-rounds", ["compare", "--commits", "HEAD~1", "HEAD", "--rounds", "0"], {}, None, ["--rounds 0", "1 or more"]),
+    ("compare-rounds-with-sweeps", ["compare", "--sweeps", "a", "b", "--rounds", "3"], {}, None, ["--rounds", "--commits"]),
     ("compare-unknown-commit", ["compare", "--commits", "no-such-rev-1", "HEAD", "--repo", str(ROOT)], {}, None,
      ["no-such-rev-1"]),
 ]

@@ -231,32 +231,45 @@ def test_compare_commits_flags_a_kernel_made_2x_slower(tmp_path, capsys):
     status_before = _git(repo, "status", "--porcelain")
 
     uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
-    sweep = ["+experiment=perf", "workload.kernel=col2im,maxpool_forward", "seed=range(0,4)"]
+    sweep = ["+experiment=perf", "workload.kernel=col2im,maxpool_forward", "seed=range(0,3)"]
     common = ["--repo", str(repo), "--tracking-uri", uri, "--factor", "1.25"]
 
+    # Each side runs twice, interleaved (A B B A): a machine that drifts slower or faster
+    # over the comparison loads both sides alike (a CI run once timed a whole sweep 1.6x slow).
     started = time.monotonic()
     code = main(["compare", "--commits", base, same, *common, *sweep])
     out, err = capsys.readouterr()
     assert code == 0, out + err
     assert re.search(r"2 config\(s\) matched", out), out
+    assert [line.split(":")[2].strip() for line in err.splitlines() if "running `harness run" in line] == [
+        f"{base[:8]} (round 1 of 2)", f"{same[:8]} (round 1 of 2)", f"{same[:8]} (round 2 of 2)", f"{base[:8]} (round 2 of 2)"
+    ], err
     perf_rows = [line for line in out.splitlines() if " perf/" in line]
     assert len(perf_rows) == 8 and all(line.split()[-1] in ("unchanged", "noise") for line in perf_rows), out
+    assert all(line.split()[-2] == "6/6" for line in perf_rows), out
 
-    code = main(["compare", "--commits", same, slow, *common, "--skip-existing", *sweep])
+    code = main(["compare", "--commits", same, slow, *common, *sweep])
     out, err = capsys.readouterr()
     assert code == 1, out + err
-    assert f"{same[:8]}: reusing a finished sweep" in err
     rows = {}
     for line in out.splitlines():
         m = re.match(r"^(.*? on exact)\s+(perf/\S+)\s+(\S+)\s+(\S+)\s+(\S+)x\s+(\d+/\d+)\s+(.+)$", line)
         if m:
             rows[(m.group(1).split("kernel=")[1].split(":")[0], m.group(2))] = (float(m.group(5)), m.group(6), m.group(7))
     ratio, seeds, verdict = rows[("col2im", "perf/cpu_s")]
-    assert verdict == "worse" and seeds == "4/4" and 1.6 < ratio < 2.6, out
+    assert verdict == "worse" and seeds == "6/6" and 1.6 < ratio < 2.6, out
     assert rows[("col2im", "perf/items_per_cpu_s")][2] == "worse"
     assert all(v[2] in ("unchanged", "noise") for (kernel, _), v in rows.items() if kernel == "maxpool_forward"), out
     assert "regression(s) beyond factor 1.25: perf/cpu_s on " in err and "col2im" in err
     elapsed = time.monotonic() - started
+
+    # --skip-existing: both sides are in the store (every round of both comparisons), nothing runs.
+    code = main(["compare", "--commits", same, slow, *common, "--skip-existing", "--only-changed", *sweep])
+    out, err = capsys.readouterr()
+    assert code == 1, out + err
+    assert f"{same[:8]}: reusing the finished sweep(s)" in err and "(24 runs;" in err, err
+    assert f"{slow[:8]}: reusing the finished sweep(s)" in err and "(12 runs;" in err, err
+    assert "running `harness run" not in err, err
 
     # The runs are in the store with their commit; the worktrees are gone; the repository is as it was.
     from harness.tracking_read import StoreReader
@@ -266,7 +279,7 @@ def test_compare_commits_flags_a_kernel_made_2x_slower(tmp_path, capsys):
     by_commit = {}
     for run in runs:
         by_commit.setdefault(run.tags["mlflow.source.git.commit"], []).append(run)
-    assert {k: len(v) for k, v in by_commit.items()} == {base: 8, same: 8, slow: 8}
+    assert {k: len(v) for k, v in by_commit.items()} == {base: 12, same: 24, slow: 12}
     assert all(r.tags["harness.git_dirty"] == "false" and r.tags[NOSEED_TAG] for r in runs)
     assert _git(repo, "worktree", "list").count("\n") == 1
     assert _git(repo, "status", "--porcelain") == status_before
@@ -277,4 +290,4 @@ def test_compare_commits_flags_a_kernel_made_2x_slower(tmp_path, capsys):
                  "--factor", "1.25", "--only-changed"]) == 1
     table = [line for line in capsys.readouterr().out.splitlines() if " perf/" in line]
     assert table and all("kernel=col2im" in line and "worse" in line for line in table), table
-    print(f"three sweeps and two comparisons in {elapsed:.0f} s")
+    print(f"eight sweeps and two comparisons in {elapsed:.0f} s")
