@@ -60,6 +60,7 @@ def run(p: float, seed: int, hidden: str, epochs: int, methods: str, train_sampl
     data = wl.load_data(ctx.child_seed("mnist_mlp", "split"))
     subject = ModelSubject("mnist_mlp", wl.make_model(np.random.default_rng(0)), data, wl.train_config(), seed=seed)
     first, *rest = methods.split(",")
+    technique = {"epochs": epochs, **technique}  # every method trains `epochs` (the technique's mlp_epochs: 30)
     tech = ApproxDropoutTechnique(ApproxDropoutConfig(method=first, p=p, baselines=",".join(rest), **technique))
     t0 = time.perf_counter()
     tech.apply(subject, wl, ctx)
@@ -132,7 +133,8 @@ def main(argv=None) -> int:
     ap.add_argument("--p", default="0.3,0.5,0.7")
     ap.add_argument("--seeds", default="0")
     ap.add_argument("--hidden", default="2048,2048")
-    ap.add_argument("--epochs", type=int, default=10)
+    ap.add_argument("--epochs", type=int, default=30,
+                    help="epochs of every method (default: the technique's mlp_epochs, chosen on validation)")
     ap.add_argument("--train-samples", type=int, default=0)
     ap.add_argument("--methods", default="row,bernoulli,tile", help="first is the technique's method")
     ap.add_argument("--json", default="")

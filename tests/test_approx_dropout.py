@@ -4,10 +4,10 @@ The compacted step is checked against the masked dense computation it replaces
 (full GEMMs, hidden units multiplied by a 0/1-times-scale mask), its kernels
 against their numpy references bit for bit, and the technique end to end on the
 small digits MLP. The wide-MLP acceptance (speed-up >= 1.3x over Bernoulli at
-p=0.5, and accuracy within 0.5 points over 3 seeds, which is not met: a strict
-xfail) is ``@pytest.mark.slow``::
+p=0.5, and test accuracy within 0.5 points over 3 seeds, at the technique's
+default 30 epochs for every method) is ``@pytest.mark.slow``::
 
-    .venv/bin/pytest tests/test_approx_dropout.py -m slow     # ~1 min
+    .venv/bin/pytest tests/test_approx_dropout.py -m slow     # ~3 min
 """
 
 from __future__ import annotations
@@ -28,7 +28,7 @@ from harness_plugins.approx_dropout.kernels import (
     sgd_block_step,
     sgd_block_step_reference,
 )
-from harness_plugins.approx_dropout.mlp import CompactMlp, dense_layers, masked_dense_step
+from harness_plugins.approx_dropout.mlp import CompactMlp, PatternDraw, dense_layers, masked_dense_step
 from harness_plugins.approx_dropout.patterns import (
     Pattern,
     binomial_pmf,
@@ -77,6 +77,12 @@ def test_searched_pi_has_rate_p_and_matches_the_binomial(p):
     assert res["kl"] < ApproxDropoutConfig().kl_threshold
     assert res["kl"] < 0.2 * res["kl_single_pattern"]
     np.testing.assert_allclose(res["target"], binomial_pmf(16, p))
+
+
+def test_a_pattern_draw_never_drops_a_whole_narrow_layer():
+    # 32 units in 32-unit tiles are one group: most (dp, k, offset) keep nothing and are redrawn
+    draw = PatternDraw([Pattern(8, 1), Pattern(7, 3)], np.array([0.5, 1.0]), 32, rng(3))
+    assert all(draw(32).size == 32 for _ in range(200))
 
 
 # ------------------------------------------------------------------ kernels
@@ -226,8 +232,8 @@ def test_a_cnn_subject_is_refused_with_a_reason():
 
 
 def _acceptance_rows():
-    """The issue's acceptance runs (p=0.5, 3 seeds, row vs Bernoulli side by side),
-    computed once per session: ~1 minute at load 2."""
+    """The issue's acceptance runs (p=0.5, 3 seeds, row vs Bernoulli side by side,
+    30 epochs each: ``mlp_epochs``), computed once per session: ~3 minutes at load 2."""
     import sys
 
     global _ACCEPTANCE
@@ -235,13 +241,14 @@ def _acceptance_rows():
         sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
         from bench_approx_dropout import run
 
-        _ACCEPTANCE = [run(0.5, seed, "2048,2048", 10, "row,bernoulli", 0) for seed in (0, 1, 2)]
+        epochs = ApproxDropoutConfig().mlp_epochs
+        _ACCEPTANCE = [run(0.5, seed, "2048,2048", epochs, "row,bernoulli", 0) for seed in (0, 1, 2)]
     return _ACCEPTANCE
 
 
 @pytest.mark.slow
 def test_wide_mlp_measured_speedup_over_bernoulli_is_at_least_1_3x():
-    """``.venv/bin/pytest tests/test_approx_dropout.py -m slow`` (README: 2.56x measured)."""
+    """``.venv/bin/pytest tests/test_approx_dropout.py -m slow`` (README: 2.44x measured)."""
     import statistics
 
     rows = _acceptance_rows()
@@ -250,8 +257,8 @@ def test_wide_mlp_measured_speedup_over_bernoulli_is_at_least_1_3x():
 
 
 @pytest.mark.slow
-@pytest.mark.xfail(strict=True, reason="measured 1.07 points below Bernoulli at p=0.5 (README); the issue asks <= 0.5")
 def test_wide_mlp_accuracy_within_half_a_point_of_bernoulli():
+    """README: +0.07 points at 30 epochs (1.07 at the earlier 10; mlp_epochs says why)."""
     import statistics
 
     rows = _acceptance_rows()

@@ -53,17 +53,24 @@ def dense_layers(model) -> list[Dense]:
 
 
 class PatternDraw:
-    """Draws a pattern per hidden layer per step from pi (random offset each time)."""
+    """Draws a pattern per hidden layer per step from pi (random offset each time).
+
+    A layer narrower than ``dp`` groups (e.g. 32 units with 32-unit tiles) can draw
+    a pattern that keeps nothing; such a draw is redrawn, so a step never drops a
+    whole layer (never the case on the wide MLP: 2,048 units are 64 tiles)."""
 
     def __init__(self, patterns, cum, tile: int, rng: np.random.Generator):
         self.patterns, self.cum, self.tile, self.rng = patterns, cum, tile, rng
 
     def __call__(self, n: int) -> np.ndarray | None:
-        j = min(int(np.searchsorted(self.cum, self.rng.random(), side="right")), len(self.patterns) - 1)
-        pt = self.patterns[j]
-        if pt.k == pt.dp:
-            return None
-        return keep_indices(n, pt.dp, pt.k, int(self.rng.integers(pt.dp)), self.tile)
+        while True:
+            j = min(int(np.searchsorted(self.cum, self.rng.random(), side="right")), len(self.patterns) - 1)
+            pt = self.patterns[j]
+            if pt.k == pt.dp:
+                return None
+            kept = keep_indices(n, pt.dp, pt.k, int(self.rng.integers(pt.dp)), self.tile)
+            if kept.size:
+                return kept
 
 
 class CompactMlp:

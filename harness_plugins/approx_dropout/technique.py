@@ -54,7 +54,7 @@ class ApproxDropoutTechnique:
         draws = self._search(ctx) if any(m in ("row", "tile") for m in methods) else None
 
         tc = subject.train_config
-        epochs = cfg.epochs or tc.epochs
+        epochs = cfg.epochs or cfg.mlp_epochs or tc.epochs
         batch = cfg.batch_size or tc.batch_size
         tc = dataclasses.replace(tc, epochs=epochs, batch_size=batch, lr=tc.lr * cfg.lr_scale,
                                  warmup_epochs=cfg.warmup_epochs, schedule="cosine")
