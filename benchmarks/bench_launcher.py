@@ -20,6 +20,8 @@ folder with its own MLflow store:
     what Hydra's launchers do per job) next to the launcher's (the defaults composed
     once, each job's value overrides applied to a copy: harness/launcher/compose.py),
     measured in this process.
+(b'') a worker's ``run_job`` for one trivial job: Hydra's own against the launcher's
+    lean one (harness/launcher/remote.py), alternating job by job in this process.
 (c) warm kernels: four small ``spin`` jobs on one worker with an empty numba cache,
     then the same four again (a new Ray, new worker processes, same cache): how the
     kernel was obtained in each job and what its first call cost.
@@ -226,6 +228,50 @@ def bench_compose(count: int = 40) -> dict:
             "load_avg": os.getloadavg()}
 
 
+def bench_worker(count: int = 60) -> dict:
+    """Milliseconds a worker spends in ``run_job`` for one trivial job, Hydra's own against
+    the launcher's lean one, in process, alternating job by job (median)."""
+    import copy
+    import statistics
+
+    from hydra import initialize_config_dir
+    from hydra._internal.callbacks import Callbacks
+    from hydra.core.global_hydra import GlobalHydra
+    from hydra.core.utils import run_job, setup_globals
+    from hydra.types import HydraContext, RunMode
+    from omegaconf import open_dict
+
+    from harness.app import record_task
+    from harness.config import conf_dir, register_configs
+    from harness.launcher.compose import SweepComposer
+    from harness.launcher.remote import run_job_lean
+
+    sys.path.insert(0, str(PLUGIN_PATH))  # the test-only `spin` workload's entry point
+    register_configs()
+    times: dict = {"hydra": [], "lean": []}
+    with tempfile.TemporaryDirectory() as tmp, initialize_config_dir(
+        version_base="1.3", config_dir=str(conf_dir()), job_name="bench"
+    ):
+        loader = GlobalHydra.instance().config_loader()
+        common = ["workload=spin", "workload.iterations=0", f"cache_dir={tmp}/cache"]
+        master = loader.load_configuration("config", [*common, f"hydra.sweep.dir={tmp}/multirun"], run_mode=RunMode.MULTIRUN)
+        composer = SweepComposer(loader, master)
+        setup_globals()
+        context = HydraContext(config_loader=loader, callbacks=Callbacks(master))
+        for n in range(count + 10):
+            config = composer.compose([*common, f"seed={n}"])
+            with open_dict(config):
+                config.hydra.job.num, config.hydra.job.id = n, f"bench_{n}"
+            for name, runner in (("hydra", run_job), ("lean", run_job_lean))[:: 1 if n % 2 else -1]:
+                t0 = time.perf_counter()
+                runner(hydra_context=context, task_function=record_task, config=copy.deepcopy(config),
+                       job_dir_key="hydra.sweep.dir", job_subdir_key="hydra.sweep.subdir")
+                if n >= 10:  # the first jobs load the plugins
+                    times[name].append(time.perf_counter() - t0)
+    hydra_ms, lean_ms = (1000 * statistics.median(times[k]) for k in ("hydra", "lean"))
+    return {"jobs": count, "hydra_run_job_ms": hydra_ms, "lean_run_job_ms": lean_ms, "load_avg": os.getloadavg()}
+
+
 def bench_warm(work: Path) -> dict:
     cache = work / "c-numba"  # empty: the first job compiles
     args = ["workload=spin", "workload.iterations=1", "seed=0,1,2,3", "hydra.launcher.max_concurrent=1"]
@@ -251,7 +297,7 @@ def main() -> int:
     parser.add_argument("--seconds", type=float, default=2.0)
     parser.add_argument("--trivial", type=int, default=100)
     parser.add_argument("--base", help="another checkout (git worktree) to measure side by side")
-    parser.add_argument("--skip", default="", help="comma-separated sections to skip: parallel,trivial,compose,warm")
+    parser.add_argument("--skip", default="", help="comma-separated sections to skip: parallel,trivial,compose,worker,warm")
     parser.add_argument("--out", default=str(ROOT / "benchmarks" / "results" / "launcher.json"))
     ns = parser.parse_args()
     skip = {x.strip() for x in ns.skip.split(",") if x.strip()}
@@ -276,7 +322,7 @@ def main() -> int:
             result["base"] = {"path": str(tree), "commit": commit.stdout.strip()}
         sections = {"parallel": lambda: bench_parallel(work, ns.jobs, ns.seconds, cores, cache),
                     "trivial": lambda: bench_trivial(work, ns.trivial, cache),
-                    "compose": bench_compose, "warm_kernels": lambda: bench_warm(work)}
+                    "compose": bench_compose, "worker": bench_worker, "warm_kernels": lambda: bench_warm(work)}
         for name, run in sections.items():
             if name.split("_")[0] not in skip:
                 result[name] = run()

@@ -15,7 +15,10 @@ little the rest costs. ``--serial`` (``hydra.launcher.max_concurrent=1``) runs b
 sweeps one job at a time, where the bound is 3 of 6. Results go to
 ``benchmarks/results/technique_cache.json`` (``--serial``: ``technique_cache_serial.json``)::
 
-    .venv/bin/python benchmarks/bench_technique_cache.py [--serial]
+    .venv/bin/python benchmarks/bench_technique_cache.py [--serial] [--repeats N]
+
+On a shared machine one pair can mislead (a neighbour's load lands on one sweep):
+``--repeats`` runs pairs in alternating order and reports the median ratio.
 """
 
 from __future__ import annotations
@@ -57,66 +60,94 @@ def metrics_by_hash(folder: Path) -> dict:
     }
 
 
+def job_rows(folder: Path) -> list:
+    """Per run: overrides, technique cache hit or miss, its own wall time, start (s after the first)."""
+    runs = sorted(runs_of(folder), key=lambda r: r.info.start_time)
+    t0 = runs[0].info.start_time if runs else 0
+    return [[r.data.tags.get("harness.job_overrides", ""), r.data.tags.get("harness.technique_cache", ""),
+             round(float(r.data.tags["harness.duration_s"]), 1), round((r.info.start_time - t0) / 1000, 1)] for r in runs]
+
+
 def job_seconds(folder: Path) -> float:
     """The jobs' own wall times, summed: the work done, whatever the schedule."""
     return sum(float(r.data.tags["harness.duration_s"]) for r in runs_of(folder))
 
 
+def run_pair(tmp: Path, base: Path, sweep: list, order: tuple, n: int) -> dict:
+    """Both sweeps once, in ``order``, each from a fresh copy of the base model's cache."""
+    out = {}
+    for mode in order:
+        folder = tmp / f"r{n}_cache_{mode}"
+        shutil.copytree(base / "cache", folder / "cache")
+        start = time.perf_counter()
+        done = subprocess.run([HARNESS, "run", "-m", *sweep, f"technique_cache={mode}", f"cache_dir={folder / 'cache'}"],
+                              cwd=folder, env=env_for(folder), capture_output=True, text=True)
+        seconds = time.perf_counter() - start
+        if done.returncode != 0:
+            raise SystemExit(f"sweep with technique_cache={mode} failed:\n{done.stdout[-3000:]}\n{done.stderr[-3000:]}")
+        out[mode] = {"seconds": seconds, "metrics": metrics_by_hash(folder), "job_seconds": job_seconds(folder),
+                     "jobs": job_rows(folder), "load_average_after": os.getloadavg()}
+        shutil.rmtree(folder, ignore_errors=True)
+    return out
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--serial", action="store_true", help="one job at a time (hydra.launcher.max_concurrent=1)")
+    parser.add_argument("--repeats", type=int, default=1, help="pairs of sweeps, in alternating order (default 1)")
     parser.add_argument("--out", default=None, help="default: benchmarks/results/technique_cache[_serial].json")
     args = parser.parse_args()
     args.out = args.out or str(ROOT / "benchmarks" / "results" / f"technique_cache{'_serial' if args.serial else ''}.json")
     sweep = SWEEP + (["hydra.launcher.max_concurrent=1"] if args.serial else [])
+    pairs = []
     with tempfile.TemporaryDirectory() as tmp:
         tmp = Path(tmp)
         base = tmp / "base"
         base.mkdir()
-        # Train the base LeNet-5 once (a single run), so both sweeps start from the same cached model.
+        # Train the base LeNet-5 once (a single run), so every sweep starts from the same cached model.
         subprocess.run([HARNESS, "run", "workload=mnist_lenet5", f"cache_dir={base / 'cache'}"], cwd=base,
                        env=env_for(base), check=True, capture_output=True, text=True)
-        seconds, metrics, work = {}, {}, {}
-        for mode in ("false", "true"):
-            folder = tmp / f"cache_{mode}"
-            shutil.copytree(base / "cache", folder / "cache")
-            start = time.perf_counter()
-            done = subprocess.run([HARNESS, "run", "-m", *sweep, f"technique_cache={mode}", f"cache_dir={folder / 'cache'}"],
-                                  cwd=folder, env=env_for(folder), capture_output=True, text=True)
-            seconds[mode] = time.perf_counter() - start
-            if done.returncode != 0:
-                raise SystemExit(f"sweep with technique_cache={mode} failed:\n{done.stdout[-3000:]}\n{done.stderr[-3000:]}")
-            metrics[mode] = metrics_by_hash(folder)
-            work[mode] = job_seconds(folder)
-    same_runs = set(metrics["false"]) == set(metrics["true"]) and len(metrics["true"]) == 6
-    differences = {
-        h: {k: [metrics["false"][h].get(k), v] for k, v in metrics["true"][h].items() if metrics["false"][h].get(k) != v}
-        for h in metrics["true"] if h in metrics["false"]
-    }
-    differences = {h: d for h, d in differences.items() if d}
+        for n in range(args.repeats):
+            order = ("false", "true") if n % 2 == 0 else ("true", "false")
+            pairs.append(run_pair(tmp, base, sweep, order, n))
+            p = pairs[-1]
+            print(f"pair {n + 1} ({' then '.join('on' if m == 'true' else 'off' for m in order)}): cache off "
+                  f"{p['false']['seconds']:.0f} s, on {p['true']['seconds']:.0f} s "
+                  f"({100 * p['true']['seconds'] / p['false']['seconds']:.0f}%)", flush=True)
+    metrics = {mode: pairs[0][mode]["metrics"] for mode in ("false", "true")}
+    same_runs = all(set(p["false"]["metrics"]) == set(p["true"]["metrics"]) == set(metrics["true"])
+                    for p in pairs) and len(metrics["true"]) == 6
+    differences = {}
+    for p in pairs:
+        for h, values in p["true"]["metrics"].items():
+            for k, v in values.items():
+                for other in (p["false"]["metrics"], metrics["false"]):
+                    if other.get(h, {}).get(k) != v:
+                        differences.setdefault(h, {})[k] = [other.get(h, {}).get(k), v]
     identical = same_runs and not differences
+    ratios = sorted(p["true"]["seconds"] / p["false"]["seconds"] for p in pairs)
+    work_ratios = sorted(p["true"]["job_seconds"] / p["false"]["job_seconds"] for p in pairs)
+    median = ratios[len(ratios) // 2]
     result = {
         "benchmark": "technique_cache",
-        "command": "python benchmarks/bench_technique_cache.py" + (" --serial" if args.serial else ""),
+        "command": "python benchmarks/bench_technique_cache.py" + (" --serial" if args.serial else "")
+                   + (f" --repeats {args.repeats}" if args.repeats != 1 else ""),
         "sweep": "harness run -m " + " ".join(sweep),
         "date": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
         "load_average_at_end": os.getloadavg(),
-        "seconds_cache_off": seconds["false"],
-        "seconds_cache_on": seconds["true"],
-        "fraction_of_uncached_wall_time": seconds["true"] / seconds["false"],
-        "job_seconds_cache_off": work["false"],
-        "job_seconds_cache_on": work["true"],
-        "fraction_of_uncached_job_seconds": work["true"] / work["false"],
+        "fraction_of_uncached_wall_time": median,
+        "fraction_of_uncached_wall_time_per_pair": ratios,
+        "fraction_of_uncached_job_seconds_per_pair": work_ratios,
+        "pairs": [{mode: {k: v for k, v in p[mode].items() if k != "metrics"} for mode in ("false", "true")} for p in pairs],
         "runs": len(metrics["true"]),
         "identical_metrics": identical,
         "same_config_hashes": same_runs,
         "differences": differences,
     }
     Path(args.out).write_text(json.dumps(result, indent=2) + "\n")
-    print(f"co-design sweep, 6 jobs: cache off {seconds['false']:.0f} s, cache on {seconds['true']:.0f} s "
-          f"({100 * result['fraction_of_uncached_wall_time']:.0f}% of the uncached time); jobs' own time "
-          f"{work['false']:.0f} vs {work['true']:.0f} s ({100 * result['fraction_of_uncached_job_seconds']:.0f}%); "
-          f"identical metrics: {identical}")
+    print(f"co-design sweep, 6 jobs, {len(pairs)} pair(s): cache on at {100 * median:.0f}% of the uncached wall time "
+          f"(median; pairs {', '.join(f'{100 * r:.0f}%' for r in ratios)}); jobs' own time "
+          f"{', '.join(f'{100 * r:.0f}%' for r in work_ratios)}; identical metrics: {identical}")
     print(f"wrote {args.out}")
 
 

@@ -132,7 +132,7 @@ class MlflowTracker:
         experiment = self.client.get_experiment_by_name(experiment_name)
         if experiment is None:
             try:
-                self.experiment_id = self.client.create_experiment(experiment_name)
+                self.experiment_id = self.client.create_experiment(experiment_name, artifact_location=self._artifact_root())
             except Exception:
                 # Another process created it between our lookup and create.
                 experiment = self.client.get_experiment_by_name(experiment_name)
@@ -141,6 +141,19 @@ class MlflowTracker:
                 self.experiment_id = experiment.experiment_id
         else:
             self.experiment_id = experiment.experiment_id
+
+    def _artifact_root(self) -> str | None:
+        """Where a new experiment's artifacts go, for a sqlite store: ``mlruns/`` beside
+        the database file. MLflow's default is ``./mlruns`` under the working folder
+        of whichever process creates the experiment, which scatters one store's
+        artifacts over folders (and put a test's into the source tree). None for
+        other stores (a server chooses its own)."""
+        from harness.store import sqlite_path
+
+        path = sqlite_path(self.tracking_uri)
+        if path is None:
+            return None
+        return (Path(path).resolve().parent / "mlruns").as_uri()
 
     # -- writing ------------------------------------------------------------
     def create_run(self, run_name: str, tags: dict[str, str] | None = None, start_ms: int | None = None) -> str:

@@ -325,3 +325,24 @@ def test_ui_prints_a_runs_link_per_experiment(workdir):
     for name, exp_id in ids.items():
         link = f"http://127.0.0.1:{port}/#/experiments/{exp_id}/runs?workflowType=machine_learning"
         assert f"{name}: {link}" in lines, lines
+
+
+def test_a_sqlite_stores_artifacts_go_beside_it_not_under_the_working_folder(tmp_path, monkeypatch):
+    """MLflow puts a new experiment's artifacts under ``./mlruns`` of whichever process
+    creates it; the harness puts them beside the sqlite file, wherever it runs from."""
+    from harness.record import Record
+    from harness.tracking import MlflowTracker
+
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    monkeypatch.chdir(elsewhere)
+    store = tmp_path / "store"
+    store.mkdir()
+    tracker = MlflowTracker(f"sqlite:///{store / 'mlflow.db'}", "artifacts_here")
+    record = Record(start_ms=1000, end_ms=2000)
+    record.params["seed"] = "0"
+    record.artifacts["config.yaml"] = b"a: 1\n"
+    run_id = tracker.write(record, "r")
+    written = list((store / "mlruns").rglob("config.yaml"))
+    assert [p.read_bytes() for p in written] == [b"a: 1\n"] and run_id in str(written[0])
+    assert not (elsewhere / "mlruns").exists()
