@@ -24,7 +24,7 @@ What is here
 
 The model subject (for technique authors)
 -----------------------------------------
-The model workloads (``digits_mlp``, ``mnist_lenet5``, ``mnist_vit``) build a
+The model workloads (``digits_mlp``, ``mnist_lenet5``, ``mnist_mlp``, ``mnist_vit``) build a
 :class:`ModelSubject`. A technique checks ``isinstance(subject, ModelSubject)``
 (raise :class:`harness.api.IncompatibleError` otherwise) and uses:
 

