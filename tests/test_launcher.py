@@ -230,7 +230,7 @@ def test_bad_options_name_the_value_and_what_is_valid():
 
 def test_progress_plain_lines_without_a_terminal():
     out = io.StringIO()
-    progress = Progress(total=5, skipped=1, stream=out)
+    progress = Progress(total=5, skipped=1, stream=out, min_gap=0.0)
     progress.update(0, 0, 2)
     progress.update(2, 1, 1)
     progress.close()
@@ -241,13 +241,24 @@ def test_progress_plain_lines_without_a_terminal():
     assert "elapsed, ~" in lines[1] and lines[1].endswith("left")
 
 
+def test_progress_lines_are_rate_limited_and_the_last_state_is_shown():
+    out = io.StringIO()
+    progress = Progress(total=100, skipped=0, stream=out, min_gap=60.0)
+    for n in range(100):
+        progress.update(n, 0, 2, force=True)
+    progress.update(100, 0, 0, force=True)
+    progress.close()
+    lines = out.getvalue().splitlines()
+    assert len(lines) == 2 and lines[0].startswith("[ray] 0/100 done") and lines[1].startswith("[ray] 100/100 done")
+
+
 def test_progress_rewrites_one_line_on_a_terminal():
     class Tty(io.StringIO):
         def isatty(self):
             return True
 
     out = Tty()
-    progress = Progress(total=2, skipped=0, stream=out)
+    progress = Progress(total=2, skipped=0, stream=out, min_gap=0.0)
     progress.update(1, 0, 1)
     progress.update(2, 0, 0)
     progress.close()
@@ -625,6 +636,9 @@ def test_sweep_composer_gives_hydras_own_configs():
             2,
         ),
         ([], [["+experiment=quickstart", "seed=1"], ["+experiment=quickstart", "seed=2"], ["accelerator=ds_cim"]], 2),
+        # Overrides of what Hydra fills in after the overrides: those jobs fill it themselves.
+        ([], [["seed=1"], ["seed=2", "hydra.job.name=custom"], ["seed=3", "+hydra.job.env_set.FOO=bar"],
+              ["seed=4", "hydra.runtime.cwd=/elsewhere"], ["seed=5"]], 4),
     ]
     with initialize_config_dir(version_base="1.3", config_dir=str(conf_dir()), job_name="harness"):
         loader = GlobalHydra.instance().config_loader()
@@ -635,6 +649,8 @@ def test_sweep_composer_gives_hydras_own_configs():
                 want, got = loader.load_sweep_config(master, overrides), composer.compose(overrides)
                 assert OmegaConf.to_yaml(got) == OmegaConf.to_yaml(want), overrides
                 assert OmegaConf.is_struct(got) and OmegaConf.is_readonly(got.hydra) == OmegaConf.is_readonly(want.hydra)
+                assert OmegaConf.get_type(got) == OmegaConf.get_type(want)
+                assert OmegaConf.get_type(got, "hydra") == OmegaConf.get_type(want, "hydra")
             assert composer.fast and composer.composed == shapes
         master = loader.load_configuration("config", [], run_mode=RunMode.MULTIRUN)
         composer = SweepComposer(loader, master)

@@ -9,7 +9,7 @@ in the ``hydra`` node (choices, ``overrides.task``, ``override_dirname`` ...).
 
 :class:`SweepComposer` runs the first half once per distinct set of config-group
 overrides, keeps a pristine copy of its result, and runs the second half per job
-on a deep copy, with Hydra's own functions in Hydra's order (``hydra-core``
+on a copy (unpickled from the pristine one), with Hydra's own functions in Hydra's order (``hydra-core``
 1.3's ``ConfigLoaderImpl._load_configuration_impl``). A sweep over values composes
 its files once; a sweep over choices once per combination of choices. If Hydra's
 internals differ from what this expects (another Hydra version, an override it
@@ -19,9 +19,9 @@ tests/test_launcher.py checks that both give identical configs.
 
 from __future__ import annotations
 
-import copy
 import logging
 import os
+import pickle
 import sys
 from typing import Any, Dict, List, Optional, Sequence, Tuple
 
@@ -37,6 +37,11 @@ class _Shape:
 
     def __init__(self, config: DictConfig, known_choices: Dict[str, Any], sources: List[Any], group_lines: Tuple):
         self.config = config  # composed from the defaults list, before any override (never mutated)
+        # Each job starts from a copy: unpickling this is ~5x faster than deep-copying
+        # the config (0.6 vs 3 ms for the harness's), with the same nodes, flags and types.
+        self.pickled = pickle.dumps(config, protocol=pickle.HIGHEST_PROTOCOL)
+        #: The same with the job-independent runtime fields already filled (SweepComposer._constant_runtime).
+        self.pickled_runtime: Optional[bytes] = None
         self.known_choices = known_choices
         self.sources = sources
         self.group_lines = group_lines
@@ -89,7 +94,16 @@ class SweepComposer:
                 if [o.input_line for o in hydra_values] != [o.input_line for o in values]:
                     raise _Unsupported("Hydra classified the overrides differently")
                 self._shapes[key] = shape
-            cfg = copy.deepcopy(shape.config)
+            # Values that Hydra sets after the overrides, the same for every job of the shape,
+            # are set once in the copy's source unless an override could touch them.
+            constant = not any(_touches_runtime(o.key_or_group) for o in values)
+            if constant and shape.pickled_runtime is None:
+                pristine = pickle.loads(shape.pickled)
+                OmegaConf.set_struct(pristine, True)
+                OmegaConf.set_readonly(pristine.hydra, False)
+                self._constant_runtime(pristine, shape)
+                shape.pickled_runtime = pickle.dumps(pristine, protocol=pickle.HIGHEST_PROTOCOL)
+            cfg = pickle.loads(shape.pickled_runtime if constant else shape.pickled)
             # From here on: ConfigLoaderImpl._load_configuration_impl, after composing.
             OmegaConf.set_struct(cfg, True)
             OmegaConf.set_readonly(cfg.hydra, False)
@@ -101,11 +115,9 @@ class SweepComposer:
                 else:
                     cfg.hydra.overrides.task.append(override.input_line)
                     app_overrides.append(override)
-            with open_dict(cfg.hydra):
-                cfg.hydra.runtime.choices.update(shape.known_choices)
-                for key_ in cfg.hydra.job.env_copy:
-                    cfg.hydra.job.env_set[key_] = os.environ[key_]
-            self._runtime(cfg, shape, app_overrides)
+            if not constant:
+                self._constant_runtime(cfg, shape)
+            self._runtime(cfg, app_overrides)
         except OmegaConfBaseException as e:
             raise ConfigCompositionException().with_traceback(sys.exc_info()[2]) from e
         OmegaConf.copy_cache(from_config=self.master, to_config=cfg)
@@ -131,12 +143,18 @@ class SweepComposer:
         shape = _Shape(cfg, dict(defaults_list.overrides.known_choices), list(repo.get_sources()), group_lines)
         return shape, list(defaults_list.config_overrides)
 
-    def _runtime(self, cfg: DictConfig, shape: _Shape, app_overrides: list) -> None:
+    def _constant_runtime(self, cfg: DictConfig, shape: _Shape) -> None:
+        """What Hydra fills in after the overrides that is the same for every job of a
+        shape (choices, ``env_set`` from ``env_copy``, versions, cwd, config sources,
+        job and config name), in Hydra's order."""
         from hydra import __version__, version
         from hydra.conf import ConfigSourceInfo
-        from hydra._internal.config_loader_impl import get_overrides_dirname
         from hydra.core.utils import JobRuntime
 
+        with open_dict(cfg.hydra):
+            cfg.hydra.runtime.choices.update(shape.known_choices)
+            for key_ in cfg.hydra.job.env_copy:
+                cfg.hydra.job.env_set[key_] = os.environ[key_]
         cfg.hydra.runtime.version = __version__
         cfg.hydra.runtime.version_base = version.getbase()
         cfg.hydra.runtime.cwd = os.getcwd()
@@ -145,13 +163,26 @@ class SweepComposer:
         ]
         if "name" not in cfg.hydra.job:
             cfg.hydra.job.name = JobRuntime().get("name")
+        cfg.hydra.job.config_name = self.config_name
+
+    def _runtime(self, cfg: DictConfig, app_overrides: list) -> None:
+        """The job's own: its override folder name."""
+        from hydra._internal.config_loader_impl import get_overrides_dirname
+
         cfg.hydra.job.override_dirname = get_overrides_dirname(
             overrides=app_overrides,
             kv_sep=cfg.hydra.job.config.override_dirname.kv_sep,
             item_sep=cfg.hydra.job.config.override_dirname.item_sep,
             exclude_keys=cfg.hydra.job.config.override_dirname.exclude_keys,
         )
-        cfg.hydra.job.config_name = self.config_name
+
+
+def _touches_runtime(key: str) -> bool:
+    """Whether a value override at ``key`` may set what ``_constant_runtime`` fills: then
+    the job fills those fields itself, after its overrides, as Hydra does (an override
+    there must not survive where Hydra overwrites it)."""
+    return any(key == k or key.startswith(k + ".") for k in ("hydra", "hydra.runtime", "hydra.job")) and key not in (
+        "hydra.job.chdir", "hydra.job.num", "hydra.job.id")
 
 
 class _Unsupported(Exception):

@@ -16,20 +16,24 @@ def fmt_duration(seconds: float) -> str:
 
 
 class Progress:
-    """One live line on a terminal; plain lines (on each change, at most every
-    ``interval`` s otherwise) when the output is a file or CI log, which a
-    carriage return would garble."""
+    """One live line on a terminal (redrawn at most every ``min_gap / 10`` s); plain
+    lines when the output is a file or CI log, which a carriage return would garble:
+    on a change at most every ``min_gap`` s, every ``interval`` s otherwise, and the
+    final state on close. A 1,000-job sweep's log gets a line a second, not a line a job."""
 
-    def __init__(self, total: int, skipped: int, stream=None, enabled: bool = True, interval: float = 10.0):
+    def __init__(self, total: int, skipped: int, stream=None, enabled: bool = True, interval: float = 10.0,
+                 min_gap: float = 1.0):
         self.total, self.skipped = total, skipped
         self.stream = stream or sys.stdout
         self.enabled = enabled
         self.tty = bool(getattr(self.stream, "isatty", lambda: False)())
         self.interval = interval
+        self.min_gap = min_gap
         self.start = time.monotonic()
         self.done = self.failed = self.running = 0
         self._last_line = ""
-        self._last_print = 0.0
+        self._last_print = -1e9
+        self._shown: tuple = ()  # the (done, failed, running) the last line showed
 
     def line(self) -> str:
         todo = self.total - self.skipped
@@ -48,22 +52,28 @@ class Progress:
         )
 
     def update(self, done: int, failed: int, running: int, force: bool = False) -> None:
-        changed = (done, failed, running) != (self.done, self.failed, self.running)
         self.done, self.failed, self.running = done, failed, running
         if not self.enabled:
             return
         now = time.monotonic()
+        changed = (done, failed, running) != self._shown
+        gap = self.min_gap / 10 if self.tty else self.min_gap
+        due = now - self._last_print >= (1.0 if self.tty else self.interval)
+        if not (due or ((changed or force) and now - self._last_print >= gap)):
+            return
+        self._draw(now)
+
+    def _draw(self, now: float) -> None:
+        line = self.line()
         if self.tty:
-            if changed or force or now - self._last_print >= 1.0:
-                line = self.line()
-                pad = max(0, len(self._last_line) - len(line))
-                self.stream.write("\r" + line + " " * pad)
-                self.stream.flush()
-                self._last_line, self._last_print = line, now
-        elif changed or force or now - self._last_print >= self.interval:
-            self.stream.write(self.line() + "\n")
-            self.stream.flush()
-            self._last_print = now
+            pad = max(0, len(self._last_line) - len(line))
+            self.stream.write("\r" + line + " " * pad)
+            self._last_line = line
+        else:
+            self.stream.write(line + "\n")
+        self.stream.flush()
+        self._last_print = now
+        self._shown = (self.done, self.failed, self.running)
 
     def message(self, text: str) -> None:
         """A line to stderr that does not garble the live progress line."""
@@ -74,6 +84,10 @@ class Progress:
         print(text, file=sys.stderr, flush=True)
 
     def close(self) -> None:
-        if self.enabled and self.tty and self._last_line:
+        if not self.enabled:
+            return
+        if self._shown != (self.done, self.failed, self.running) and (self._shown or self.done or self.failed):
+            self._draw(time.monotonic())  # the final state, if a rate limit held it back
+        if self.tty and self._last_line:
             self.stream.write("\n")
             self.stream.flush()
