@@ -189,6 +189,9 @@ def trivial_marginal(work: Path, name: str, count: int, cache: Path, base: bool 
 
 
 def bench_trivial(work: Path, count: int, cache: Path) -> dict:
+    # The first sweep on an empty numba cache compiles the kernel (~1 s): do that here,
+    # not in the first measured pair, whose slope it would inflate by ~10 ms per job.
+    sweep(work / "b-warmup", "workload=spin", "workload.iterations=0", "seed=0", numba_cache=cache)
     out = {"ray": trivial_marginal(work, "b-ray", count, cache)}
     if BASE_PATH:
         out["base"] = trivial_marginal(work, "b-ray-base", count, cache, base=True)
