@@ -147,6 +147,8 @@ WRITTEN = [
      ["hydra.launcher.cpus_per_job=0"]),
     ("launcher-concurrent-zero", ["run", "-m", "seed=0,1", "hydra.launcher.max_concurrent=0"], {}, None,
      ["hydra.launcher.max_concurrent=0"]),
+    ("launcher-jobs-per-task-zero", ["run", "-m", "seed=0,1", "hydra.launcher.max_jobs_per_task=0"], {}, None,
+     ["hydra.launcher.max_jobs_per_task=0", ">= 1"]),
     ("launcher-retries-negative", ["run", "-m", "seed=0,1", "hydra.launcher.max_retries=-1"], {}, None,
      ["hydra.launcher.max_retries=-1"]),
     ("launcher-restarts-negative", ["run", "-m", "seed=0,1", "hydra.launcher.max_restarts=-1"], {}, None,

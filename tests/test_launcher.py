@@ -309,6 +309,29 @@ def test_a_parameter_of_one_choice_sweeps_with_when_and_each_experiment_runs_onc
 
 
 
+def test_short_jobs_go_to_ray_in_batches_and_a_batch_whose_worker_dies_is_retried_job_by_job(tmp_path):
+    """40 trivial jobs take fewer than 40 Ray tasks; the job that kills its worker
+    (seed 25, inside a batch) fails alone, every other job finishes exactly once."""
+    done = _harness(tmp_path, "workload=spin", "workload.exit_on_seed=25", "seed=range(0,40)",
+                    "hydra.launcher.max_retries=0")
+    assert done.returncode == 1, _why(tmp_path, done)  # one job FAILED
+    parents, children = _runs(tmp_path)
+    tags = parents[0].data.tags
+    assert int(tags["harness.sweep.ray_tasks"]) < 40 - 10, tags  # batched (the first few go one by one)
+    by_seed: dict[str, list[str]] = {}
+    for c in children:
+        by_seed.setdefault(c.data.params["seed"], []).append(c.info.status)
+    assert sorted(by_seed, key=int) == [str(s) for s in range(40)] and all(len(v) == 1 for v in by_seed.values())
+    assert by_seed.pop("25") == ["FAILED"] and set(s for v in by_seed.values() for s in v) == {"FINISHED"}
+    assert "worker lost" in done.stdout, done.stdout[-3000:]  # the summary's note on the FAILED job
+
+    one = tmp_path / "one"
+    one.mkdir()
+    done = _harness(one, "workload=spin", "seed=range(0,12)", "hydra.launcher.max_jobs_per_task=1")
+    assert done.returncode == 0, _why(one, done)
+    assert _runs(one)[0][0].data.tags["harness.sweep.ray_tasks"] == "12"
+
+
 def test_sweep_of_8_jobs_is_one_parent_with_8_finished_children_and_a_rerun_skips_them(tmp_path, short_tmp):
     args = [*SMALL, "seed=0,1,2,3", "workload.sparsity=0.0,0.5"]
     done = _harness(tmp_path, *args, env=_env(tmp_path, TMPDIR=str(short_tmp)))

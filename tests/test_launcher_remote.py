@@ -124,3 +124,16 @@ def test_hydra_callbacks_take_hydras_run_job():
 def test_libyaml_dump_is_omegaconfs_text(value):
     cfg = OmegaConf.create(value)
     assert to_yaml(cfg) == OmegaConf.to_yaml(cfg)
+
+
+def test_batch_size_groups_short_jobs_only_and_keeps_every_slot_fed():
+    from harness.launcher.core import batch_size
+
+    short, long_ = [0.01] * 4, [0.5] * 4
+    assert batch_size([], 100, 2, 16) == 1  # nothing measured yet
+    assert batch_size([0.01], 100, 2, 16) == 1  # fewer results than slots
+    assert batch_size(short, 100, 2, 16) == 16  # 0.2 s / 10 ms = 20, capped
+    assert batch_size(short, 100, 2, 8) == 8
+    assert batch_size([0.04] * 4, 100, 2, 16) == 5  # ~0.2 s of work per task
+    assert batch_size(short, 12, 2, 16) == 3  # 12 queued on 2 slots: two tasks per slot
+    assert batch_size(long_, 100, 2, 16) == 1 and batch_size(short, 100, 2, 1) == 1

@@ -112,9 +112,10 @@ def launch(launcher, job_overrides: Sequence[Sequence[str]], initial_job_idx: in
                 where["ray_kept"] = cluster.kept
             progress.start = t_ray
             restarts = 0
+            stats = {"ray_tasks": 0}
             while True:
                 try:
-                    _run(launcher, ray, cluster, todo, progress)
+                    _run(launcher, ray, cluster, todo, progress, stats)
                     break
                 except _NodeLost as lost:
                     todo = [job for job in todo if job.result is None]
@@ -136,6 +137,7 @@ def launch(launcher, job_overrides: Sequence[Sequence[str]], initial_job_idx: in
                     where["ray_address"] = cluster.address
                     where["ray_restarts"] = str(restarts)
             t_done = time.monotonic()
+            where["ray_tasks"] = str(stats["ray_tasks"])
     except BaseException as exc:
         if hook is not None:
             try:
@@ -185,11 +187,30 @@ class _NodeLost(Exception):
         self.in_flight = in_flight
 
 
-def _run(launcher, ray, cluster: Cluster, todo: List[Job], progress: Progress) -> None:
+#: Jobs are batched (several per Ray task) when the median job so far took less than this.
+SHORT_JOB_S = 0.05
+#: A batch is sized to take about this long.
+BATCH_TARGET_S = 0.2
+
+
+def batch_size(durations: List[float], queued: int, capacity: int, max_jobs: int) -> int:
+    """Jobs for the next Ray task: 1 until a slot's worth of jobs has finished, then
+    enough short jobs to fill ~``BATCH_TARGET_S``, while keeping every slot fed."""
+    if max_jobs <= 1 or len(durations) < capacity:
+        return 1
+    median = sorted(durations)[len(durations) // 2]
+    if median >= SHORT_JOB_S:
+        return 1
+    fill = int(BATCH_TARGET_S / max(median, 1e-3))
+    per_slot = -(-queued // (2 * capacity))  # ceil: two batches per slot keep them busy
+    return max(1, min(max_jobs, fill, per_slot))
+
+
+def _run(launcher, ray, cluster: Cluster, todo: List[Job], progress: Progress, stats: Dict[str, int]) -> None:
     from hydra.core.singleton import Singleton
     from hydra.core.utils import JobStatus
 
-    from harness.launcher.remote import execute_job
+    from harness.launcher.remote import execute_jobs
 
     opts, hook = launcher.opts, launcher.hook
     task = hook.worker_task(launcher.task_function) if hook is not None else launcher.task_function
@@ -201,7 +222,7 @@ def _run(launcher, ray, cluster: Cluster, todo: List[Job], progress: Progress) -
         # A runtime_env makes Ray start new worker processes for it; a private Ray
         # started with this environment already has its workers up (Cluster.start).
         options["runtime_env"] = {"env_vars": env}
-    remote = ray.remote(execute_job).options(
+    remote = ray.remote(execute_jobs).options(
         num_cpus=opts.cpus_per_job,
         max_retries=opts.max_retries,
         retry_exceptions=False,  # a task that raises is a FAILED job, not retried
@@ -209,29 +230,40 @@ def _run(launcher, ray, cluster: Cluster, todo: List[Job], progress: Progress) -
     )
     driver_cwd = os.getcwd()
     queue = list(todo)
-    in_flight: Dict[Any, Job] = {}
+    in_flight: Dict[Any, List[Job]] = {}
     done, failed = progress.done, progress.failed  # carried over a restart of the local Ray
     capacity, checked = cluster.capacity(), time.monotonic()
+    durations: List[float] = []  # seconds each finished job took on its worker
 
     def cap() -> int:
-        # One job queued per free slot keeps workers busy while the driver handles results.
+        # One task queued per free slot keeps workers busy while the driver handles results.
         return opts.max_concurrent or 2 * capacity
 
     def running() -> int:
-        return min(len(in_flight), capacity, opts.max_concurrent or capacity)
+        return min(sum(len(jobs) for jobs in in_flight.values()), capacity, opts.max_concurrent or capacity)
 
     def submit() -> None:
         i = 0
+        size = batch_size(durations, len(queue), capacity, opts.max_jobs_per_task)
         while i < len(queue) and len(in_flight) < cap():
-            job = queue[i]
-            if job.after is not None and job.after.result is None and in_flight:
-                i += 1  # held back until the job it reuses has finished
-                continue
-            queue.pop(i)
-            in_flight[remote.remote(key, shared, job.config, driver_cwd)] = job
+            batch: List[Job] = []
+            while i < len(queue) and len(batch) < size:
+                job = queue[i]
+                if job.after is not None and job.after.result is None and (in_flight or batch):
+                    i += 1  # held back until the job it reuses has finished
+                    continue
+                if job.meta.get("solo") and batch:
+                    break  # retried on its own after its batch's worker died
+                batch.append(queue.pop(i))
+                if job.meta.get("solo"):
+                    break
+            if not batch:
+                break
+            in_flight[remote.remote(key, shared, [job.config for job in batch], driver_cwd)] = batch
+            stats["ray_tasks"] += 1
 
     def node_lost(reason: str) -> _NodeLost:
-        return _NodeLost(reason, list(in_flight.values()))
+        return _NodeLost(reason, [job for jobs in in_flight.values() for job in jobs])
 
     while queue or in_flight:
         submit()
@@ -245,12 +277,23 @@ def _run(launcher, ray, cluster: Cluster, todo: List[Job], progress: Progress) -
             continue
         # Take everything already done, refill the queue first, then handle results.
         ready, _ = ray.wait(list(in_flight), num_returns=len(in_flight), timeout=0)
-        results = [(ref, _result(ray, ref, in_flight[ref], opts.max_retries, cluster.local)) for ref in ready]
+        results = [(ref, _results(ray, ref, in_flight[ref], opts.max_retries, cluster.local)) for ref in ready]
         if not cluster.node_alive() or any(res is _NODE_DIED for _, res in results):
             # Nothing of this batch is handled: with the node gone, a result that did
             # arrive is kept by resubmitting its job too (it is recorded once, later).
             raise node_lost("a job reported that its raylet died")
-        finished = [(in_flight.pop(ref), res) for ref, res in results]
+        finished = []
+        for ref, res in results:
+            jobs = in_flight.pop(ref)
+            if res is _RETRY_ALONE:  # the batch's worker died: each job again, on its own
+                for job in reversed(jobs):
+                    job.meta["solo"] = True
+                    queue.insert(0, job)
+                continue
+            for job, (ret, seconds) in zip(jobs, res):
+                if seconds is not None:
+                    durations.append(seconds)
+                finished.append((job, ret))
         submit()
         for job, res in finished:
             job.result = res
@@ -263,13 +306,16 @@ def _run(launcher, ray, cluster: Cluster, todo: List[Job], progress: Progress) -
         progress.update(done, failed, running(), force=True)
 
 
-#: ``_result``'s answer for a job whose local raylet died (the sweep restarts Ray).
+#: ``_results``' answer for jobs whose local raylet died (the sweep restarts Ray).
 _NODE_DIED = object()
+#: ``_results``' answer for a batch of several jobs whose worker died: retry each alone.
+_RETRY_ALONE = object()
 
 
-def _result(ray, ref, job: Job, max_retries: int, local: bool = False):
-    """The job's ``JobReturn``, or a FAILED one saying why there is none (or, on a
-    private Ray whose raylet died, ``_NODE_DIED``)."""
+def _results(ray, ref, jobs: List[Job], max_retries: int, local: bool = False):
+    """``[(JobReturn, seconds on the worker), ...]`` of a task's jobs; FAILED returns
+    saying why when there are none; ``_NODE_DIED`` on a private Ray whose raylet died;
+    ``_RETRY_ALONE`` for a batch of several jobs whose worker was lost."""
     from hydra.core.utils import JobStatus
     from ray.exceptions import LocalRayletDiedError, RayTaskError
 
@@ -278,16 +324,20 @@ def _result(ray, ref, job: Job, max_retries: int, local: bool = False):
     except LocalRayletDiedError as exc:
         if local:
             return _NODE_DIED
-        error = JobLost(f"worker lost: {type(exc).__name__}: its node's raylet died")
-        job.meta["traceback"] = f"{type(exc).__name__}: {exc}"
+        error = f"worker lost: {type(exc).__name__}: its node's raylet died"
+        detail = f"{type(exc).__name__}: {exc}"
     except RayTaskError as exc:  # raised outside run_job's own error handling
         cause = exc.cause if getattr(exc, "cause", None) is not None else exc
-        error = JobLost(f"job setup: {type(cause).__name__}: {cause}")
-        job.meta["traceback"] = str(exc)
+        error = f"job setup: {type(cause).__name__}: {cause}"
+        detail = str(exc)
     except Exception as exc:  # the worker process or node died more than max_retries times
+        if len(jobs) > 1:
+            return _RETRY_ALONE
         first = str(exc).splitlines()[0] if str(exc) else ""
-        error = JobLost(
-            f"worker lost: {type(exc).__name__} after {max_retries} retries (hydra.launcher.max_retries): {first}"
-        )
-        job.meta["traceback"] = f"{type(exc).__name__}: {exc}"
-    return _return_without_run(job, JobStatus.FAILED, error)
+        error = f"worker lost: {type(exc).__name__} after {max_retries} retries (hydra.launcher.max_retries): {first}"
+        detail = f"{type(exc).__name__}: {exc}"
+    out = []
+    for job in jobs:
+        job.meta["traceback"] = detail
+        out.append((_return_without_run(job, JobStatus.FAILED, JobLost(error)), None))
+    return out

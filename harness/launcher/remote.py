@@ -33,7 +33,7 @@ from typing import Any, Dict, List, Optional
 
 from hydra.core.utils import JobReturn
 
-__all__ = ["PackedJobReturn", "execute_job"]
+__all__ = ["PackedJobReturn", "execute_job", "execute_jobs"]
 
 #: Per worker process: the launch whose state is installed, and that state.
 _installed: Dict[str, Any] = {"key": None}
@@ -197,6 +197,19 @@ def execute_job(key: str, shared_ref: List[Any], sweep_config, driver_cwd: str):
     finally:
         os.chdir(here)
     return PackedJobReturn(ret)
+
+
+def execute_jobs(key: str, shared_ref: List[Any], sweep_configs: List[Any], driver_cwd: str) -> List[Any]:
+    """Run a batch of jobs one after another on this worker (one Ray task for several
+    short jobs: Ray's per-task cost is paid once); ``[(JobReturn, seconds), ...]``."""
+    import time
+
+    out = []
+    for config in sweep_configs:
+        start = time.perf_counter()
+        ret = execute_job(key, shared_ref, config, driver_cwd)
+        out.append((ret, time.perf_counter() - start))
+    return out
 
 
 class PackedJobReturn(JobReturn):

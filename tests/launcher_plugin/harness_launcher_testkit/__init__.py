@@ -54,6 +54,7 @@ class SpinConfig:
     marker_dir: str = ""
     fail: bool = False
     incompatible: bool = False
+    exit_on_seed: int = -1  # the job of this seed ends its worker process (os._exit)
 
     def __post_init__(self):
         if self.incompatible:
@@ -84,6 +85,8 @@ class Spin:
                 f.write(node)
         if c.fail:
             raise RuntimeError("spin: failing on purpose (fail=true)")
+        if ctx.seed == c.exit_on_seed:
+            os._exit(1)
         cpu0 = time.process_time()
         in_memory = bool(lcg_spin.signatures)
         hits = lcg_spin.stats.cache_hits.copy() if hasattr(lcg_spin.stats.cache_hits, "copy") else dict(lcg_spin.stats.cache_hits)
