@@ -289,5 +289,7 @@ def test_compare_commits_flags_a_kernel_made_2x_slower(tmp_path, capsys):
     assert main(["compare", "--sweeps", f"perf@{same[:10]}", f"perf@{slow[:10]}", "--tracking-uri", uri,
                  "--factor", "1.25", "--only-changed"]) == 1
     table = [line for line in capsys.readouterr().out.splitlines() if " perf/" in line]
-    assert table and all("kernel=col2im" in line and "worse" in line for line in table), table
+    assert any("kernel=col2im" in line and "perf/cpu_s " in line and line.rstrip().endswith("worse") for line in table), table
+    # --only-changed leaves out `unchanged` rows; drift of the machine may show as `noise`, never as a change.
+    assert all(line.rstrip().endswith("noise") for line in table if "kernel=maxpool_forward" in line), table
     print(f"eight sweeps and two comparisons in {elapsed:.0f} s")
