@@ -46,10 +46,12 @@ def choices_of(cfg: DictConfig) -> dict[str, str]:
 
 def _job_config_yaml(cfg: DictConfig, values: dict[str, Any]) -> str:
     """The resolved config as the run used it: per-choice values applied, ``when`` gone."""
-    plain = OmegaConf.to_container(cfg, resolve=True)
+    from harness.launcher.remote import container_to_yaml
+
+    plain = OmegaConf.to_container(cfg, resolve=True, enum_to_str=True)
     plain.pop("when", None)
     plain.update(values)
-    return OmegaConf.to_yaml(OmegaConf.create(plain))
+    return container_to_yaml(plain)
 
 
 def _when_values(cfg: DictConfig, choices: dict[str, str]) -> dict[str, dict[str, Any]]:

@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 from omegaconf import OmegaConf, open_dict
 
-from harness.launcher.remote import lean_supported, run_job_lean, to_yaml
+from harness.launcher.remote import container_to_yaml, lean_supported, run_job_lean, to_yaml
 
 
 def _seen_by_task(cfg):
@@ -124,6 +124,7 @@ def test_hydra_callbacks_take_hydras_run_job():
 def test_libyaml_dump_is_omegaconfs_text(value):
     cfg = OmegaConf.create(value)
     assert to_yaml(cfg) == OmegaConf.to_yaml(cfg)
+    assert container_to_yaml(value) == OmegaConf.to_yaml(cfg)
 
 
 def test_batch_size_groups_short_jobs_only_and_keeps_every_slot_fed():

@@ -11,8 +11,8 @@ Hydra's ``run_job`` copies the job's ``hydra`` node four times (twice for
 ``HydraConfig``, once for the ``JobReturn``, once with the whole config it then
 drops it from) and writes three YAML files with PyYAML's pure-Python emitter:
 about 12 and 11 of a trivial job's 24 ms on a worker here. :func:`run_job_lean`
-does the same steps with one copy of the node and libyaml's emitter (the same
-text). It runs when the job has no Hydra callbacks (they receive the full config
+does the same steps without a copy (the job's config is its own: the node moves)
+and with libyaml's emitter (the same text). It runs when the job has no Hydra callbacks (they receive the full config
 and may keep it), Hydra is the version it follows (``hydra-core`` 1.3) and the
 version base is 1.2 or later; otherwise Hydra's ``run_job`` runs.
 ``tests/test_launcher_remote.py`` checks that both write the same files and
@@ -77,14 +77,26 @@ _DUMPER: List[Any] = []
 
 def to_yaml(cfg) -> str:
     """``OmegaConf.to_yaml(cfg)``, on libyaml when it is there."""
-    import yaml
     from omegaconf import OmegaConf
 
     if not _DUMPER:
         _DUMPER.append(_yaml_dumper())
     if _DUMPER[0] is None:
         return OmegaConf.to_yaml(cfg)
-    container = OmegaConf.to_container(cfg, resolve=False, enum_to_str=True)
+    return container_to_yaml(OmegaConf.to_container(cfg, resolve=False, enum_to_str=True))
+
+
+def container_to_yaml(container) -> str:
+    """``OmegaConf.to_yaml(OmegaConf.create(container))`` for a plain container (what
+    ``OmegaConf.to_container`` returns), without building the config, on libyaml when
+    it is there."""
+    import yaml
+    from omegaconf import OmegaConf
+
+    if not _DUMPER:
+        _DUMPER.append(_yaml_dumper())
+    if _DUMPER[0] is None:
+        return OmegaConf.to_yaml(OmegaConf.create(container))
     return yaml.dump(container, default_flow_style=False, allow_unicode=True, sort_keys=False, Dumper=_DUMPER[0])
 
 
@@ -105,48 +117,36 @@ def lean_supported(hydra_context) -> bool:
 
 
 def run_job_lean(hydra_context, task_function, config, job_dir_key: str, job_subdir_key: Optional[str]) -> JobReturn:
-    """Hydra 1.3's ``run_job`` (``hydra.core.utils``), step for step, with one copy of
-    the ``hydra`` node instead of four: ``HydraConfig``'s copy is made once, after the
-    output folder is set (Hydra makes it, sets the folder, makes it again), the
-    ``JobReturn`` holds that read-only copy (Hydra deep-copies it once more), and the
-    task's config is a deep copy of ``config`` taken while its ``hydra`` node is
-    detached (Hydra copies the whole config, then drops the node from the copy).
-    ``config`` is this job's own (unpickled on this worker) and no callback sees it."""
-    import copy
-
-    from omegaconf import OmegaConf, flag_override, open_dict, read_write
+    """Hydra 1.3's ``run_job`` (``hydra.core.utils``), step for step, without copying
+    the config: ``config`` is this job's own (unpickled on this worker; no callback
+    sees it), so once the output folder is set, the log configured and the overrides
+    read on the full config, as Hydra does, its ``hydra`` node is *moved* into the
+    ``HydraConfig`` (where Hydra copies it twice) and what remains is the task's
+    config (where Hydra deep-copies the whole config and drops the node from the copy).
+    The ``JobReturn`` holds that read-only ``HydraConfig`` (Hydra copies it once more).
+    ``config`` is consumed: afterwards it is the task's config, without ``hydra``."""
+    from omegaconf import DictConfig, OmegaConf, flag_override, open_dict, read_write
     from hydra.core.hydra_config import HydraConfig
     from hydra.core.utils import JobRuntime, JobStatus, _flush_loggers, configure_log, env_override
 
     old_cwd = os.getcwd()
-    orig_hydra_cfg = HydraConfig.instance().cfg
-    HydraConfig.instance().set_config(config)  # the output folder may interpolate ${hydra:...}
-    output_dir = str(OmegaConf.select(config, job_dir_key))
-    if job_subdir_key is not None:
-        output_dir = os.path.join(output_dir, str(OmegaConf.select(config, job_subdir_key)))
-    hydra_cfg = HydraConfig.instance().cfg
-    for node in (config.hydra.runtime, hydra_cfg.hydra.runtime):  # Hydra sets it, then copies again
-        with read_write(node), open_dict(node):
-            node.output_dir = os.path.abspath(output_dir)
+    hydra_config = HydraConfig.instance()
+    orig_hydra_cfg = hydra_config.cfg
+    OmegaConf.set_readonly(config.hydra, True)
+    hydra_config.cfg = config  # for ${hydra:...} in the output folder; HydraConfig.get() is cfg.hydra
     _chdir = None
     try:
+        output_dir = str(OmegaConf.select(config, job_dir_key))
+        if job_subdir_key is not None:
+            output_dir = os.path.join(output_dir, str(OmegaConf.select(config, job_subdir_key)))
+        with read_write(config.hydra.runtime), open_dict(config.hydra.runtime):
+            config.hydra.runtime.output_dir = os.path.abspath(output_dir)
         ret = JobReturn()
-        with read_write(config), open_dict(config):
-            hydra_node = config._get_node("hydra")
-            del config["hydra"]
-            try:
-                task_cfg = copy.deepcopy(config)
-            finally:
-                with flag_override(config, "no_deepcopy_set_nodes", True):
-                    config["hydra"] = hydra_node  # the same node, back under its parent
-        OmegaConf.set_readonly(config.hydra, True)
-        ret.cfg = task_cfg
-        ret.hydra_cfg = hydra_cfg
         overrides = OmegaConf.to_container(config.hydra.overrides.task)
         assert isinstance(overrides, list)
         ret.overrides = overrides
         Path(str(output_dir)).mkdir(parents=True, exist_ok=True)
-        _chdir = hydra_cfg.hydra.job.chdir
+        _chdir = config.hydra.job.chdir
         if _chdir is None:  # version_base >= 1.2 (lean_supported); older bases take Hydra's run_job
             _chdir = False
         if _chdir:
@@ -155,11 +155,25 @@ def run_job_lean(hydra_context, task_function, config, job_dir_key: str, job_sub
         else:
             ret.working_dir = os.getcwd()
         configure_log(config.hydra.job_logging, config.hydra.verbose)
-        if config.hydra.output_subdir is not None:
-            hydra_output = Path(config.hydra.runtime.output_dir) / Path(config.hydra.output_subdir)
+        # Move the node: detached from ``config`` (so OmegaConf does not copy it as a
+        # node of the same config) and set as the only key of the HydraConfig, as
+        # Hydra's masked copy has it.
+        with read_write(config), open_dict(config):
+            hydra_node = config._get_node("hydra")
+            del config["hydra"]
+        hydra_node._set_parent(None)
+        hydra_cfg = DictConfig({})
+        with flag_override(hydra_cfg, "no_deepcopy_set_nodes", True):
+            hydra_cfg["hydra"] = hydra_node
+        hydra_config.cfg = hydra_cfg
+        task_cfg = config
+        ret.cfg = task_cfg
+        ret.hydra_cfg = hydra_cfg
+        if hydra_cfg.hydra.output_subdir is not None:
+            hydra_output = Path(hydra_cfg.hydra.runtime.output_dir) / Path(hydra_cfg.hydra.output_subdir)
             _save_config(task_cfg, "config.yaml", hydra_output)
             _save_config(hydra_cfg, "hydra.yaml", hydra_output)
-            _save_config(config.hydra.overrides.task, "overrides.yaml", hydra_output)
+            _save_config(hydra_cfg.hydra.overrides.task, "overrides.yaml", hydra_output)
         with env_override(hydra_cfg.hydra.job.env_set):
             try:
                 ret.return_value = task_function(task_cfg)
@@ -171,7 +185,7 @@ def run_job_lean(hydra_context, task_function, config, job_dir_key: str, job_sub
         _flush_loggers()
         return ret
     finally:
-        HydraConfig.instance().cfg = orig_hydra_cfg
+        hydra_config.cfg = orig_hydra_cfg
         if _chdir:
             os.chdir(old_cwd)
 

@@ -77,15 +77,17 @@ _NOTE = ("the paper counts ImageNet models against prior ReRAM designs; here the
          "bit slicing of the run's own model with the same sign scheme, and the drop is "
          "eval/accuracy_exact - eval/accuracy in points; judged on our analogue: {analogue}")
 #: Judged on sweeps: the largest reduction among runs whose accuracy drop meets the
-#: paper's bound, on the analogue of the paper's model (the over-parameterized LeNet-5
-#: for ResNet-50, the compact 8x8-digits MLP for MobileNet-v2), without a technique (the
+#: paper's bound, on the analogue of the paper's model (the over-parameterized models,
+#: LeNet-5 and the wide MNIST MLP, i.e. every workload but the compact one, for
+#: ResNet-50; the compact 8x8-digits MLP for MobileNet-v2), without a technique (the
 #: drop is the accelerator's alone: a pruned model's own loss is not in it); 1x is no
 #: effect. The analogues and the tolerance are our judging choice.
 _REDUCTION = dict(direction="higher", baseline=1.0, tolerance=0.1)
 CLAIMS = (
     Claim("accelerator/crossbar_reduction", 8.7, "x", "ResNet-50 on ImageNet: fewer crossbars, < 0.3% drop (headline)",
-          workload="resnet50_imagenet", at={"eval/accuracy_drop_points": "<= 0.3", "workload": "mnist_lenet5", "technique": "none"},
-          note=_NOTE.format(analogue="LeNet-5 on MNIST (over-parameterized)"), **_REDUCTION),
+          workload="resnet50_imagenet", at={"eval/accuracy_drop_points": "<= 0.3", "workload": "!= digits_mlp", "technique": "none"},
+          note=_NOTE.format(analogue="the over-parameterized models (LeNet-5, the 784-1024-1024-10 MLP on MNIST)"),
+          **_REDUCTION),
     Claim("accelerator/crossbar_reduction", 2.1, "x", "MobileNet-v2 on ImageNet: fewer crossbars, < 0.3% drop",
           workload="mobilenetv2_imagenet", at={"eval/accuracy_drop_points": "<= 0.3", "workload": "digits_mlp", "technique": "none"},
           note=_NOTE.format(analogue="an MLP on 8x8 digits (compact)"), **_REDUCTION),

@@ -22,8 +22,9 @@ paper figure and is meant for comparisons inside a sweep.
 
 from __future__ import annotations
 
+import hashlib
 import math
-from collections import defaultdict
+from collections import OrderedDict, defaultdict
 
 import numpy as np
 
@@ -41,12 +42,30 @@ def weight_codes_of(trace, op, granularity: str) -> np.ndarray:
     return quantize_weights(trace.weight_values(op.name), 8, granularity)[0]
 
 
+#: Recent mappings by (codes, mapping fields): the numerics map a layer in
+#: ``prepare_weight`` and the cost model maps the same codes again from the trace.
+_MAPS: OrderedDict = OrderedDict()
+_MAPS_KEPT = 8
+
+
 def layer_map(codes: np.ndarray, cfg) -> tuple[LayerMap, np.ndarray, np.ndarray]:
-    """Orchestrate codes and map them: ``(mapping, rounded codes, digit planes)``."""
+    """Orchestrate codes and map them: ``(mapping, rounded codes, digit planes)``, all read-only."""
+    codes = np.ascontiguousarray(codes, dtype=np.int64)
+    fields = (cfg.k, cfg.rounding, cfg.plane_window, cfg.crossbar_size, cfg.sign_scheme, cfg.squeeze_threshold)
+    key = (codes.shape, hashlib.blake2b(codes.tobytes(), digest_size=16).digest(), fields)
+    if key in _MAPS:
+        _MAPS.move_to_end(key)
+        return _MAPS[key]
     block = (cfg.crossbar_size, max(1, cfg.crossbar_size // dense_planes(cfg.sign_scheme)[1]))
     rounded, digits = orchestrate(codes, cfg.k, cfg.rounding, window=cfg.plane_window, block=block)
     planes, weights = digit_planes(rounded, cfg.sign_scheme, digits)
-    return map_layer(planes, weights, cfg.sign_scheme, cfg.crossbar_size, cfg.squeeze_threshold), rounded, planes
+    result = map_layer(planes, weights, cfg.sign_scheme, cfg.crossbar_size, cfg.squeeze_threshold), rounded, planes
+    for array in result[1:]:
+        array.flags.writeable = False
+    _MAPS[key] = result
+    while len(_MAPS) > _MAPS_KEPT:
+        _MAPS.popitem(last=False)
+    return result
 
 
 def cost_of_trace(cfg, trace, seen: dict | None = None) -> tuple[dict[str, float], list[dict]]:

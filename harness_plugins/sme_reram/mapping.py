@@ -322,26 +322,36 @@ def map_layer(planes: np.ndarray, weights: np.ndarray, sign_scheme: str, size: i
                     pieces.append((matrix, r0 + np.flatnonzero(tile.any(axis=1)),
                                    c0 + np.flatnonzero(tile.any(axis=0))))
     open_ = []  # crossbars being filled: {"kind", "rows": [...], "at": {input: row}, "parts": [...], "width", "added"}
+    by_block: dict[int, list] = {}  # a row block's crossbars, in creation order
     for rb, matrix, rows, cols in kept:
-        for xb in open_:
-            if xb["block"] == rb and xb["width"] + len(cols) <= size:
+        for xb in by_block.setdefault(rb, []):
+            if xb["width"] + len(cols) <= size:
                 break
         else:
             xb = {"kind": "tile", "block": rb, "rows": [int(r) for r in rows], "parts": [], "width": 0, "added": 0}
             xb["at"] = {r: i for i, r in enumerate(xb["rows"])}
             open_.append(xb)
+            by_block[rb].append(xb)
         xb["parts"].append((matrix, rows, cols))
         xb["width"] += len(cols)
+    # First fit over the crossbars in creation order; a full-width one never takes a
+    # piece again, so it leaves the candidates (same placement, without rescanning it).
+    room = [xb for xb in open_ if xb["width"] < size]
     for matrix, rows, cols in pieces:
-        new_rows = None
-        for xb in open_:
-            new_rows = [int(r) for r in rows if int(r) not in xb["at"]]
-            if xb["width"] + len(cols) <= size and len(xb["rows"]) + len(new_rows) <= size:
+        rows_list = rows.tolist()
+        for slot, xb in enumerate(room):
+            if xb["width"] + len(cols) > size:
+                continue
+            at = xb["at"]
+            new_rows = [r for r in rows_list if r not in at]
+            if len(xb["rows"]) + len(new_rows) <= size:
                 break
         else:
             xb = {"kind": "spare", "block": -1, "rows": [], "at": {}, "parts": [], "width": 0, "added": 0}
-            new_rows = [int(r) for r in rows]
+            new_rows = rows_list
             open_.append(xb)
+            room.append(xb)
+            slot = len(room) - 1
         for r in new_rows:
             xb["at"][r] = len(xb["rows"])
             xb["rows"].append(r)
@@ -351,6 +361,8 @@ def map_layer(planes: np.ndarray, weights: np.ndarray, sign_scheme: str, size: i
         lm.spare_rows += len(new_rows)
         lm.spare_columns += len(cols)
         lm.index_bits += len(new_rows) * per_row + len(cols) * per_col
+        if xb["width"] >= size:
+            del room[slot]
     for xb in open_:
         cells = np.zeros((len(xb["rows"]), xb["width"]), np.uint8)
         at = 0
