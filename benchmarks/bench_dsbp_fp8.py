@@ -127,7 +127,7 @@ def main() -> None:
     load_before = os.getloadavg()
     blas = blas_rate(m, k, n)
     cases = [
-        bench_case("DSBP, budget 1e-3 (default)", {}, m, k, n, ref_rows, repeats, blas),
+        bench_case("DSBP, budget 1e-3", {"threshold": 1e-3}, m, k, n, ref_rows, repeats, blas),
         bench_case("fixed E5M7 (B_x = B_w = 8)", {"mode": "fixed", "input_bits": 8}, m, k, n, ref_rows, repeats, blas),
         bench_case("fixed B_x = 12", {"mode": "fixed", "input_bits": 12}, m, k, n, ref_rows, repeats, blas),
     ]

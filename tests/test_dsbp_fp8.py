@@ -193,7 +193,10 @@ def test_config_is_checked():
 # ------------------------------------------------------------------- slow: the experiments
 
 def _sweep(preset: str, tmp: Path, *extra: str) -> subprocess.CompletedProcess:
-    env = dict(os.environ, MLFLOW_DISABLE_TELEMETRY="true", RAY_USAGE_STATS_ENABLED="0")
+    # The store is named explicitly: mlflow.set_tracking_uri (in _runs) also sets
+    # MLFLOW_TRACKING_URI in this process, which a later test's sweep would inherit.
+    env = dict(os.environ, MLFLOW_DISABLE_TELEMETRY="true", RAY_USAGE_STATS_ENABLED="0",
+               MLFLOW_TRACKING_URI=f"sqlite:///{tmp / 'mlflow.db'}")
     return subprocess.run([sys.executable, "-m", "harness", "run", "-m", f"+experiment={preset}",
                            f"cache_dir={tmp / 'cache'}", *extra], cwd=tmp, env=env, capture_output=True,
                           text=True, timeout=7200)
@@ -203,7 +206,8 @@ def _runs(tmp: Path, experiment: str):
     import mlflow
 
     mlflow.set_tracking_uri(f"sqlite:///{tmp / 'mlflow.db'}")
-    return mlflow.search_runs(experiment_names=[experiment], filter_string="attributes.status = 'FINISHED'")
+    runs = mlflow.search_runs(experiment_names=[experiment], filter_string="attributes.status = 'FINISHED'")
+    return runs[runs["tags.mlflow.parentRunId"].notna()]  # the jobs, not the sweep's parent run
 
 
 @pytest.mark.slow
