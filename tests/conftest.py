@@ -24,7 +24,8 @@ import pytest  # noqa: E402
 REPO = Path(__file__).resolve().parent.parent
 
 #: The integration tier (marker ``integration``): tests that start a real Ray, a server,
-#: a browser, pip or git worktrees, each taking tens of seconds. ``pytest`` alone runs
+#: a browser, pip or git worktrees, each taking tens of seconds, and the few that run the
+#: CLI as several processes in a row (8-10 s each). ``pytest`` alone runs
 #: the default tier; the README's test command (and so CI) runs both:
 #: ``pytest && pytest -m "integration and not slow"``. Whole modules, then single tests.
 INTEGRATION_MODULES = {
@@ -32,7 +33,11 @@ INTEGRATION_MODULES = {
     "test_dashboard_browser", "test_example_plugin", "test_packaging",
 }
 INTEGRATION_TESTS = {
+    "test_cli.py::test_plugin_raising_mid_run_leaves_a_failed_run_with_traceback",
     "test_compare.py::test_compare_commits_flags_a_kernel_made_2x_slower",
+    "test_dashboard.py::test_harness_dashboard_command_and_its_errors",
+    "test_host.py::test_cli_with_broken_plugins_installed",
+    "test_runner.py::test_two_cli_runs_log_identical_metrics",
     "test_docs.py::test_the_tutorial_plugin_installs_runs_and_sweeps",
     "test_reliability.py::test_a_record_the_store_refuses_after_the_run_is_kept_and_written_by_the_next_run",
     "test_reliability.py::test_ctrl_c_stops_a_single_run_within_seconds_and_records_it_killed",
