@@ -259,7 +259,12 @@ def test_compare_commits_flags_a_kernel_made_2x_slower(tmp_path, capsys):
     ratio, seeds, verdict = rows[("col2im", "perf/cpu_s")]
     assert verdict == "worse" and seeds == "6/6" and 1.6 < ratio < 2.6, out
     assert rows[("col2im", "perf/items_per_cpu_s")][2] == "worse"
-    assert all(v[2] in ("unchanged", "noise") for (kernel, _), v in rows.items() if kernel == "maxpool_forward"), out
+    assert rows[("col2im", "perf/speedup")][2] == "worse"
+    # The unchanged kernel: its speed-up over its own reference is timed within each job,
+    # so the machine's drift between sweeps cancels; its absolute times need not (a CI run
+    # on 2026-12-02 read its untouched numpy reference 1.51x "worse", every timing of that
+    # sweep being slower).
+    assert rows[("maxpool_forward", "perf/speedup")][2] in ("unchanged", "noise"), out
     assert "regression(s) beyond factor 1.25: perf/cpu_s on " in err and "col2im" in err
     elapsed = time.monotonic() - started
 
