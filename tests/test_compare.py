@@ -245,7 +245,12 @@ def test_compare_commits_flags_a_kernel_made_2x_slower(tmp_path, capsys):
         f"{base[:8]} (round 1 of 2)", f"{same[:8]} (round 1 of 2)", f"{same[:8]} (round 2 of 2)", f"{base[:8]} (round 2 of 2)"
     ], err
     perf_rows = [line for line in out.splitlines() if " perf/" in line]
-    assert len(perf_rows) == 8 and all(line.split()[-1] in ("unchanged", "noise") for line in perf_rows), out
+    # No regression anywhere (the exit code above). Absolute times may still read "better"
+    # when the whole "before" sweep ran slow (a CI run on 2026-12-02: every timing of one
+    # sweep, references included, ~1.5-2x slower); each kernel's speed-up over its own
+    # reference, timed within the job, is immune to that drift and must read unchanged.
+    assert len(perf_rows) == 8 and not any(line.split()[-1] == "worse" for line in perf_rows), out
+    assert all(line.split()[-1] in ("unchanged", "noise") for line in perf_rows if " perf/speedup " in line), out
     assert all(line.split()[-2] == "6/6" for line in perf_rows), out
 
     code = main(["compare", "--commits", same, slow, *common, *sweep])
