@@ -25,6 +25,9 @@ folder with its own MLflow store:
 (c) warm kernels: four small ``spin`` jobs on one worker with an empty numba cache,
     then the same four again (a new Ray, new worker processes, same cache): how the
     kernel was obtained in each job and what its first call cost.
+(d) Ray at rest: the CPU the launcher's private Ray's own processes (GCS, raylet,
+    agents, idle workers, log monitor) take over 20 s with no job: CPU a sweep's
+    jobs cannot have, the floor under (a)'s efficiency on a small machine.
 
 ``--base DIR`` also runs (a)'s Ray sweep and (b) with the code of another checkout
 (a ``git worktree`` of an earlier commit: its ``harness``, ``hydra_plugins`` and
@@ -294,13 +297,61 @@ def bench_warm(work: Path) -> dict:
     return out
 
 
+def _cpu_seconds(pid: int) -> float:
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except OSError:  # exited
+        return 0.0
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def _descendants(pid: int) -> list:
+    children: dict = {}
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        children.setdefault(int(fields[1]), []).append(int(stat.parent.name))
+    out, todo = [], list(children.get(pid, []))
+    while todo:
+        p = todo.pop()
+        out.append(p)
+        todo.extend(children.get(p, []))
+    return out
+
+
+def bench_ray_idle(seconds: float = 20.0) -> dict:
+    """CPU Ray's own processes take while no job runs: the launcher's private Ray
+    (harness.launcher.cluster, default options), left idle for ``seconds`` after a
+    settling pause. On a 2-core machine this is CPU a sweep's jobs cannot have."""
+    from harness.launcher.cluster import Cluster
+    from harness.launcher.config import HarnessRayLauncherConf
+
+    cluster = Cluster(HarnessRayLauncherConf())
+    cluster.start({})
+    try:
+        time.sleep(5.0)  # the workers finish starting
+        pids = _descendants(os.getpid())
+        before = {p: _cpu_seconds(p) for p in pids}
+        t0 = time.monotonic()
+        time.sleep(seconds)
+        elapsed = time.monotonic() - t0
+        used = sum(max(0.0, _cpu_seconds(p) - before[p]) for p in pids)
+    finally:
+        cluster.stop()
+    cores = os.cpu_count() or 1
+    return {"processes": len(pids), "seconds": elapsed, "cpu_percent_of_one_core": 100 * used / elapsed,
+            "cpu_fraction_of_machine": used / elapsed / cores}
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--jobs", type=int, default=16)
     parser.add_argument("--seconds", type=float, default=2.0)
     parser.add_argument("--trivial", type=int, default=100)
     parser.add_argument("--base", help="another checkout (git worktree) to measure side by side")
-    parser.add_argument("--skip", default="", help="comma-separated sections to skip: parallel,trivial,compose,worker,warm")
+    parser.add_argument("--skip", default="", help="comma-separated sections to skip: parallel,trivial,compose,worker,warm,idle")
     parser.add_argument("--out", default=str(ROOT / "benchmarks" / "results" / "launcher.json"))
     ns = parser.parse_args()
     skip = {x.strip() for x in ns.skip.split(",") if x.strip()}
@@ -325,7 +376,8 @@ def main() -> int:
             result["base"] = {"path": str(tree), "commit": commit.stdout.strip()}
         sections = {"parallel": lambda: bench_parallel(work, ns.jobs, ns.seconds, cores, cache),
                     "trivial": lambda: bench_trivial(work, ns.trivial, cache),
-                    "compose": bench_compose, "worker": bench_worker, "warm_kernels": lambda: bench_warm(work)}
+                    "compose": bench_compose, "worker": bench_worker, "warm_kernels": lambda: bench_warm(work),
+                    "idle_ray": bench_ray_idle}
         for name, run in sections.items():
             if name.split("_")[0] not in skip:
                 result[name] = run()

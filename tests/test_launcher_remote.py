@@ -1,18 +1,24 @@
 """The worker's lean ``run_job`` against Hydra's own, in process: the same files, the
 same ``JobReturn``, the same ``HydraConfig`` seen by the task, the same working folder
-afterwards, the same FAILED return for a task that raises; and the libyaml dump against ``OmegaConf.to_yaml`` on awkward values.
+afterwards, the same FAILED return for a task that raises; the libyaml dump and the direct
+container walk against ``OmegaConf.to_yaml``/``to_container`` on awkward values; a packed
+``JobReturn`` whose config only cloudpickle can take.
 """
 
 from __future__ import annotations
 
 import copy
+import dataclasses
+import enum
 import os
+import pickle
+from typing import Optional
 from pathlib import Path
 
 import pytest
-from omegaconf import OmegaConf, open_dict
+from omegaconf import DictConfig, OmegaConf, open_dict
 
-from harness.launcher.remote import container_to_yaml, lean_supported, run_job_lean, to_yaml
+from harness.launcher.remote import container_to_yaml, lean_supported, plain_container, run_job_lean, to_yaml
 
 
 def _seen_by_task(cfg):
@@ -123,8 +129,70 @@ def test_hydra_callbacks_take_hydras_run_job():
 )
 def test_libyaml_dump_is_omegaconfs_text(value):
     cfg = OmegaConf.create(value)
+    assert plain_container(cfg) == OmegaConf.to_container(cfg, resolve=False, enum_to_str=True)
     assert to_yaml(cfg) == OmegaConf.to_yaml(cfg)
     assert container_to_yaml(value) == OmegaConf.to_yaml(cfg)
+
+
+class _Color(enum.Enum):
+    RED = 1
+    BLUE = 2
+
+
+@dataclasses.dataclass
+class _Structured:
+    color: _Color = _Color.BLUE
+    size: int = 3
+    missing: str = "???"
+    maybe: Optional[dict] = None
+    ref: str = "${size}"
+    tags: list = dataclasses.field(default_factory=lambda: ["a", "${size}"])
+
+
+def test_plain_container_walk_is_omegaconfs_to_container():
+    """Enums as values and keys, missing and None and interpolated containers, a
+    structured config: what OmegaConf.to_container(resolve=False, enum_to_str=True) gives."""
+    cfg = OmegaConf.create({
+        "s": OmegaConf.structured(_Structured),
+        "enum_key": {_Color.RED: "r", 1: "one"},
+        "missing_node": "???",
+        "node_interp": "${s}",
+        "none_list": None,
+        "deep": [[{"x": "${s.size}"}], []],
+    })
+    with open_dict(cfg):
+        cfg.missing_dict = DictConfig("???")
+        cfg.interp_dict = OmegaConf.create({})
+        cfg.interp_dict._set_value("${deep}")
+    expected = OmegaConf.to_container(cfg, resolve=False, enum_to_str=True)
+    assert plain_container(cfg) == expected
+    assert expected["s"]["color"] == "BLUE" and expected["enum_key"] == {"RED": "r", 1: "one"}
+    assert expected["interp_dict"] == "${deep}" and expected["missing_dict"] == "???"
+    assert to_yaml(cfg) == OmegaConf.to_yaml(cfg)
+
+
+def test_packed_job_return_takes_configs_only_cloudpickle_can():
+    """The C pickler first; a structured config of a class defined in a function (no
+    importable name, as a class Ray sent by value is) goes by cloudpickle, and unpacks."""
+    from hydra.core.utils import JobReturn, JobStatus
+
+    from harness.launcher.remote import PackedJobReturn
+
+    @dataclasses.dataclass
+    class Local:
+        n: int = 4
+
+    from ray import cloudpickle
+
+    local = OmegaConf.structured(Local)
+    with pytest.raises(Exception):
+        pickle.dumps(local)  # so the second config does take the fallback
+    for cfg in (OmegaConf.create({"a": [1, {"b": "${a}"}]}), local):
+        ret = JobReturn(overrides=["a=1"], cfg=cfg, hydra_cfg=OmegaConf.create({"hydra": {"job": {"num": 2}}}),
+                        working_dir="/tmp", task_name="t", status=JobStatus.COMPLETED, _return_value=5)
+        packed = pickle.loads(cloudpickle.dumps(PackedJobReturn(ret)))  # as Ray sends it to the driver
+        assert OmegaConf.to_yaml(packed.cfg) == OmegaConf.to_yaml(cfg)
+        assert packed.hydra_cfg.hydra.job.num == 2 and packed.return_value == 5 and packed.overrides == ["a=1"]
 
 
 def test_batch_size_groups_short_jobs_only_and_keeps_every_slot_fed():
