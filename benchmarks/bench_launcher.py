@@ -252,7 +252,6 @@ def bench_worker(count: int = 60) -> dict:
     from harness.launcher.compose import SweepComposer
     from harness.launcher.remote import run_job_lean
 
-    sys.path.insert(0, str(PLUGIN_PATH))  # the test-only `spin` workload's entry point
     register_configs()
     times: dict = {"hydra": [], "lean": []}
     with tempfile.TemporaryDirectory() as tmp, initialize_config_dir(
@@ -355,6 +354,9 @@ def main() -> int:
     parser.add_argument("--out", default=str(ROOT / "benchmarks" / "results" / "launcher.json"))
     ns = parser.parse_args()
     skip = {x.strip() for x in ns.skip.split(",") if x.strip()}
+    # The test-only `spin` workload's entry point, for the sections that compose or run jobs
+    # in this process: on the path before any of them creates the plugin host.
+    sys.path.insert(0, str(PLUGIN_PATH))
     cores = os.cpu_count() or 1
     load_before = os.getloadavg()
     work = Path(tempfile.mkdtemp(prefix="bench-launcher-"))
@@ -378,15 +380,21 @@ def main() -> int:
                     "trivial": lambda: bench_trivial(work, ns.trivial, cache),
                     "compose": bench_compose, "worker": bench_worker, "warm_kernels": lambda: bench_warm(work),
                     "idle_ray": bench_ray_idle}
+        out = Path(ns.out)
+        out.parent.mkdir(parents=True, exist_ok=True)
+        partial = out.with_name(out.name + ".partial")
         for name, run in sections.items():
             if name.split("_")[0] not in skip:
                 result[name] = run()
+                # Each section's figures are kept as soon as it ends (a later one may fail),
+                # beside the results file, which only a complete run replaces.
+                partial.write_text(json.dumps(result, indent=2) + "\n")
         result["machine"]["load_avg_after"] = os.getloadavg()
         result["bench_wall_s"] = time.perf_counter() - t0
     finally:
         shutil.rmtree(work, ignore_errors=True)
-    Path(ns.out).parent.mkdir(parents=True, exist_ok=True)
-    Path(ns.out).write_text(json.dumps(result, indent=2) + "\n")
+    out.write_text(json.dumps(result, indent=2) + "\n")
+    partial.unlink(missing_ok=True)
     print(json.dumps(result, indent=2))
     return 0
 

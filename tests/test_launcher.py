@@ -675,6 +675,18 @@ def test_sweep_composer_gives_hydras_own_configs():
                 assert OmegaConf.get_type(got) == OmegaConf.get_type(want)
                 assert OmegaConf.get_type(got, "hydra") == OmegaConf.get_type(want, "hydra")
             assert composer.fast and composer.composed == shapes
+        # Every multirun has hydra.mode=MULTIRUN among its hydra overrides: hydra.* overrides
+        # that leave Hydra's runtime fields alone keep them filled once per shape; env_copy
+        # (it feeds env_set) makes its job fill them itself.
+        master = loader.load_configuration(
+            "config", ["hydra.mode=MULTIRUN", "hydra.sweep.dir=/tmp/sweep-x"], run_mode=RunMode.MULTIRUN)
+        composer = SweepComposer(loader, master)
+        jobs = [["seed=1"], ["seed=2"], ["seed=3", "hydra.job.env_copy=[HOME]"], ["seed=4"]]
+        for overrides in jobs:
+            want, got = loader.load_sweep_config(master, overrides), composer.compose(overrides)
+            assert OmegaConf.to_yaml(got) == OmegaConf.to_yaml(want), overrides
+        assert got.hydra.overrides.hydra == ["hydra.mode=MULTIRUN", "hydra.sweep.dir=/tmp/sweep-x"]
+        assert composer.composed == 2 and composer.runtime_fills == 2  # seeds 1, 2, 4 once; seed 3 its own
         master = loader.load_configuration("config", [], run_mode=RunMode.MULTIRUN)
         composer = SweepComposer(loader, master)
         with pytest.raises(Exception) as bad:

@@ -59,6 +59,7 @@ class SweepComposer:
         self._repos: Dict[Tuple[str, ...], Any] = {}  # by hydra.* override lines: group lookups only
         self._shapes: Dict[Tuple, _Shape] = {}
         self.composed = 0  # first halves run (for tests and benchmarks)
+        self.runtime_fills = 0  # _constant_runtime calls: once per shape when no override touches it
 
     def compose(self, sweep_overrides: Sequence[str]) -> DictConfig:
         if self.fast:
@@ -151,6 +152,7 @@ class SweepComposer:
         from hydra.conf import ConfigSourceInfo
         from hydra.core.utils import JobRuntime
 
+        self.runtime_fills += 1
         with open_dict(cfg.hydra):
             cfg.hydra.runtime.choices.update(shape.known_choices)
             for key_ in cfg.hydra.job.env_copy:
@@ -177,12 +179,21 @@ class SweepComposer:
         )
 
 
+#: What ``_constant_runtime`` sets, or reads (``env_copy`` feeds ``env_set``).
+_RUNTIME_FIELDS = (
+    "hydra.runtime.choices", "hydra.runtime.version", "hydra.runtime.version_base", "hydra.runtime.cwd",
+    "hydra.runtime.config_sources", "hydra.job.env_set", "hydra.job.env_copy", "hydra.job.name",
+    "hydra.job.config_name",
+)
+
+
 def _touches_runtime(key: str) -> bool:
-    """Whether a value override at ``key`` may set what ``_constant_runtime`` fills: then
-    the job fills those fields itself, after its overrides, as Hydra does (an override
-    there must not survive where Hydra overwrites it)."""
-    return any(key == k or key.startswith(k + ".") for k in ("hydra", "hydra.runtime", "hydra.job")) and key not in (
-        "hydra.job.chdir", "hydra.job.num", "hydra.job.id")
+    """Whether a value override at ``key`` may set what ``_constant_runtime`` fills (the
+    field, inside it, or a node holding it, such as ``hydra.job``): then the job fills
+    those fields itself, after its overrides, as Hydra does (an override there must not
+    survive where Hydra overwrites it). Other ``hydra.*`` overrides (``hydra.mode``, which
+    every multirun has, ``hydra.sweep.dir``, ``hydra.launcher.*``) leave them alone."""
+    return any(key == f or key.startswith(f + ".") or f.startswith(key + ".") for f in _RUNTIME_FIELDS)
 
 
 class _Unsupported(Exception):
