@@ -460,6 +460,17 @@ def _empty_sweep(args: list[str]) -> str:
     return ""
 
 
+def _interrupt_noise(info, interrupted: bool) -> bool:
+    """Whether an unraisable exception (``sys.unraisablehook``'s ``info``) is only what
+    Ctrl-C leaves behind: the ignored KeyboardInterrupt itself, or, once interrupted,
+    llvmlite's finalizer failing on a compiler object the interrupt stopped half-built
+    (``AttributeError: ... '_as_parameter_'`` at exit when Ctrl-C lands in a numba compile)."""
+    if isinstance(info.exc_value, KeyboardInterrupt):
+        return True
+    module = getattr(info.object, "__module__", None) or ""
+    return interrupted and isinstance(info.exc_value, AttributeError) and module.split(".")[0] == "llvmlite"
+
+
 def _interruptible():
     """Ctrl-C that always ends a single run: Python ignores a KeyboardInterrupt raised
     inside a finalizer or weakref callback (SQLAlchemy has some), so until the main
@@ -480,8 +491,8 @@ def _interruptible():
 
     shown = sys.unraisablehook
 
-    def unraisable(info):  # the ignored interrupt: no "Exception ignored in ..." traceback
-        if not isinstance(info.exc_value, KeyboardInterrupt):
+    def unraisable(info):  # the interrupt's own noise: no "Exception ignored in ..." traceback
+        if not _interrupt_noise(info, asked.is_set()):
             shown(info)
 
     sys.unraisablehook = unraisable
