@@ -63,6 +63,10 @@ def test_every_preset_names_a_dashboard_that_exists_and_parses():
     assert specs["ds_cim_accuracy"].parent == REPO / "harness_plugins" / "ds_cim" / "dashboards"
     assert specs["admm_lenet5"].parent == REPO / "harness_plugins" / "admm" / "dashboards"
     assert specs["codesign_lenet5"].parent == REPO / "harness_plugins" / "dashboards"  # ships in the wheel
+    # Found beside the plugin's factory too: hbm_pim takes its config class from harness.serving.
+    for name in ("hbm_pim", "cpu_offload", "llm_decode"):
+        assert specs[name].parent == REPO / "harness_plugins" / name / "dashboards"
+        assert tuple(load_spec(specs[name]).experiments) == ("l3_dimm_pim_speedup",)
 
 
 def test_pareto_front_keeps_only_non_dominated_points():

@@ -268,16 +268,16 @@ def _plugin_folders() -> list[Path]:
         return []
     out = []
     for info in infos:
-        # The plugin's package is where its config dataclass is defined.
-        module = _module_of(info.spec.config) or _module_of(info.spec.factory)
-        file = getattr(module, "__file__", None)
-        if not file:
-            continue
-        here = Path(file).resolve().parent
-        out.append(here / "dashboards")
-        top = sys.modules.get(module.__name__.split(".")[0])
-        if top is not None and getattr(top, "__file__", None):
-            out.append(Path(top.__file__).resolve().parent / "dashboards")
+        # The plugin's package is where its factory or its config dataclass is defined
+        # (a plugin may take its config from a shared module: hbm_pim's is harness.serving's).
+        for module in {_module_of(info.spec.factory), _module_of(info.spec.config)} - {None}:
+            file = getattr(module, "__file__", None)
+            if not file:
+                continue
+            out.append(Path(file).resolve().parent / "dashboards")
+            top = sys.modules.get(module.__name__.split(".")[0])
+            if top is not None and getattr(top, "__file__", None):
+                out.append(Path(top.__file__).resolve().parent / "dashboards")
     return out
 
 
