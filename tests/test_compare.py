@@ -262,9 +262,13 @@ def test_compare_commits_flags_a_kernel_made_2x_slower(tmp_path, capsys):
         if m:
             rows[(m.group(1).split("kernel=")[1].split(":")[0], m.group(2))] = (float(m.group(5)), m.group(6), m.group(7))
     ratio, seeds, verdict = rows[("col2im", "perf/cpu_s")]
-    assert verdict == "worse" and seeds == "6/6" and 1.6 < ratio < 2.6, out
+    assert verdict == "worse" and seeds == "6/6" and ratio > 1.25, out
     assert rows[("col2im", "perf/items_per_cpu_s")][2] == "worse"
-    assert rows[("col2im", "perf/speedup")][2] == "worse"
+    # How much worse is judged on the in-job speed-up, which the machine's drift between
+    # sweeps cannot move (a CI run on 2026-12-02 timed the doubled kernel only 1.4x slower
+    # in absolute time: the "before" sweeps ran its col2im timings, reference included, slow).
+    speedup_ratio, _, speedup_verdict = rows[("col2im", "perf/speedup")]
+    assert speedup_verdict == "worse" and 0.25 < speedup_ratio < 0.75, out  # doubled: about halved
     # The unchanged kernel: its speed-up over its own reference is timed within each job,
     # so the machine's drift between sweeps cancels; its absolute times need not (a CI run
     # on 2026-12-02 read its untouched numpy reference 1.51x "worse", every timing of that
