@@ -9,7 +9,8 @@ complete.
 
 Store: ``tracking_uri`` if given, else ``MLFLOW_TRACKING_URI``, else MLflow's
 default, ``sqlite:///mlflow.db`` in the working folder, so plain ``mlflow ui``
-(or ``harness ui``) in that folder shows the runs.
+(or ``harness ui``) in that folder shows the runs. A new sqlite store starts as a
+copy of an empty, migrated database (:mod:`harness.store_template`).
 """
 
 from __future__ import annotations
@@ -122,6 +123,9 @@ class MlflowTracker:
         _quiet_mlflow()
         from mlflow.tracking import MlflowClient
 
+        from harness.store_template import seed_new_store
+
+        seed_new_store(self.tracking_uri)  # a new sqlite store: a migrated copy, not ~1.5 s of migrations
         try:
             self.client = MlflowClient(tracking_uri=self.tracking_uri)
             self._open_experiment(experiment_name)

@@ -18,6 +18,9 @@ from pathlib import Path
 # Numba's on-disk kernel cache goes to a temporary folder, not next to the sources
 # (set before anything imports numba; subprocesses inherit it).
 os.environ.setdefault("NUMBA_CACHE_DIR", tempfile.mkdtemp(prefix="harness-tests-numba-"))
+# The harness's per-user cache (the migrated MLflow store template, harness.store_template)
+# is the session's own, not the user's ~/.cache/harness.
+os.environ.setdefault("HARNESS_CACHE_HOME", tempfile.mkdtemp(prefix="harness-tests-cache-"))
 
 import pytest  # noqa: E402
 
