@@ -309,6 +309,21 @@ def test_a_parameter_of_one_choice_sweeps_with_when_and_each_experiment_runs_onc
 
 
 
+def test_a_job_reusing_a_technique_result_starts_in_an_idle_slot_and_waits_for_it(tmp_path):
+    """Two accelerators share one (cached) technique result: the second job is held back
+    while other work could use the slot; with the other slot idle it starts at once,
+    waits on the cache's lock while the first job computes, and reuses the result."""
+    done = _harness(tmp_path, "workload=spin", "technique=nap", "technique.seconds=4", "accelerator=exact,ds_cim",
+                    "hydra.launcher.num_cpus=2")
+    assert done.returncode == 0, _why(tmp_path, done)
+    parents, children = _runs(tmp_path)
+    assert parents[0].data.tags["harness.sweep.jobs_started_early"] == "1"
+    first, second = sorted(children, key=lambda r: r.data.tags["harness.technique_cache"], reverse=True)
+    assert (first.data.tags["harness.technique_cache"], second.data.tags["harness.technique_cache"]) == ("miss", "hit")
+    assert second.info.start_time < first.info.end_time - 2000, "started while the first was computing"
+    assert second.info.end_time >= first.info.start_time + 4000, "waited for the result, did not compute it"
+
+
 def test_short_jobs_go_to_ray_in_batches_and_a_batch_whose_worker_dies_is_retried_job_by_job(tmp_path):
     """40 trivial jobs take fewer than 40 Ray tasks; the job that kills its worker
     (seed 25, inside a batch) fails alone, every other job finishes exactly once."""
@@ -649,6 +664,8 @@ def test_sweep_composer_gives_hydras_own_configs():
     register_configs()
     cases = [
         (["workload=dot_products"], [["workload=dot_products", f"seed={s}"] for s in range(3)], 1),
+        # Lines repeated in every job are parsed once (scalars and quoted strings), lists each time.
+        ([], [["workload=dot_products", "+note='a b'", "+vals=[1,2]", f"seed={s}"] for s in range(3)], 1),
         (
             ["hydra.job.chdir=true"],
             [
@@ -675,6 +692,9 @@ def test_sweep_composer_gives_hydras_own_configs():
                 assert OmegaConf.get_type(got) == OmegaConf.get_type(want)
                 assert OmegaConf.get_type(got, "hydra") == OmegaConf.get_type(want, "hydra")
             assert composer.fast and composer.composed == shapes
+            if any("+vals=[1,2]" in job for job in jobs):
+                assert {"workload=dot_products", "+note='a b'", "seed=2"} <= set(composer._parsed)
+                assert "+vals=[1,2]" not in composer._parsed
         # Every multirun has hydra.mode=MULTIRUN among its hydra overrides: hydra.* overrides
         # that leave Hydra's runtime fields alone keep them filled once per shape; env_copy
         # (it feeds env_set) makes its job fill them itself.

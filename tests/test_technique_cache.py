@@ -150,3 +150,28 @@ def test_the_sweep_driver_submits_one_job_per_technique_result_first():
     ordered = HarnessSweepHook().order(jobs)
     assert [j.idx for j in ordered] == [0, 2, 4, 1, 3, 5]
     assert [j.after.idx if j.after else None for j in ordered] == [None, None, None, 0, 2, 4]
+
+
+def test_jobs_are_grouped_only_when_their_technique_result_is_cached():
+    """technique_cache=false, or a technique that caches nothing (none), shares nothing
+    between accelerators: no job is held back for another."""
+    from omegaconf import OmegaConf
+
+    from harness.launcher.harness_hook import HarnessSweepHook
+    from harness.launcher.hooks import Job
+
+    def jobs(technique: str, cache: bool) -> list:
+        out = []
+        for i, accel in enumerate(("exact", "ds_cim", "exact", "ds_cim")):
+            cfg = OmegaConf.create({"seed": i // 2, "technique_cache": cache, "workload": {"epochs": 1},
+                                    "technique": {"ratio": 10} if technique == "admm" else {}, "accelerator": {}})
+            job = Job(idx=i, overrides=[f"seed={i // 2}", f"accelerator={accel}"], config=cfg)
+            job.meta["choices"] = {"workload": "mnist_lenet5", "technique": technique, "accelerator": accel}
+            out.append(job)
+        return out
+
+    cached = HarnessSweepHook().order(jobs("admm", True))
+    assert [(j.idx, j.after.idx if j.after else None) for j in cached] == [(0, None), (2, None), (1, 0), (3, 2)]
+    for technique, cache in (("admm", False), ("none", True)):
+        ordered = HarnessSweepHook().order(jobs(technique, cache))
+        assert [(j.idx, j.after) for j in ordered] == [(0, None), (1, None), (2, None), (3, None)], (technique, cache)

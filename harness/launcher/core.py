@@ -112,7 +112,7 @@ def launch(launcher, job_overrides: Sequence[Sequence[str]], initial_job_idx: in
                 where["ray_kept"] = cluster.kept
             progress.start = t_ray
             restarts = 0
-            stats = {"ray_tasks": 0}
+            stats = {"ray_tasks": 0, "started_early": 0}
             while True:
                 try:
                     _run(launcher, ray, cluster, todo, progress, stats)
@@ -138,6 +138,7 @@ def launch(launcher, job_overrides: Sequence[Sequence[str]], initial_job_idx: in
                     where["ray_restarts"] = str(restarts)
             t_done = time.monotonic()
             where["ray_tasks"] = str(stats["ray_tasks"])
+            where["jobs_started_early"] = str(stats["started_early"])  # held-back jobs sent to idle slots
     except BaseException as exc:
         if hook is not None:
             try:
@@ -210,7 +211,7 @@ def _run(launcher, ray, cluster: Cluster, todo: List[Job], progress: Progress, s
     from hydra.core.singleton import Singleton
     from hydra.core.utils import JobStatus
 
-    from harness.launcher.remote import execute_jobs
+    from harness.launcher.remote import execute_jobs, pack
 
     opts, hook = launcher.opts, launcher.hook
     task = hook.worker_task(launcher.task_function) if hook is not None else launcher.task_function
@@ -259,8 +260,21 @@ def _run(launcher, ray, cluster: Cluster, todo: List[Job], progress: Progress, s
                     break
             if not batch:
                 break
-            in_flight[remote.remote(key, shared, [job.config for job in batch], driver_cwd)] = batch
+            in_flight[remote.remote(key, shared, [pack(job.config) for job in batch], driver_cwd)] = batch
             stats["ray_tasks"] += 1
+        # A slot that no free job can fill takes a held-back job whose ``after`` is running:
+        # it waits for that result on its own and goes on the moment it is there,
+        # instead of after ``after``'s whole job (its evaluation, its record) is done.
+        slots = min(capacity, opts.max_concurrent or capacity)
+        while len(in_flight) < slots:
+            running_now = {id(job) for jobs in in_flight.values() for job in jobs}
+            job = next((j for j in queue if j.after is not None and id(j.after) in running_now), None)
+            if job is None:
+                break
+            queue.remove(job)
+            in_flight[remote.remote(key, shared, [pack(job.config)], driver_cwd)] = [job]
+            stats["ray_tasks"] += 1
+            stats["started_early"] += 1
 
     def node_lost(reason: str) -> _NodeLost:
         return _NodeLost(reason, [job for jobs in in_flight.values() for job in jobs])

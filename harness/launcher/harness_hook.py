@@ -243,13 +243,26 @@ class HarnessSweepHook(SweepHook):
         Jobs that differ only in their accelerator need the same technique result
         (:mod:`harness.technique_cache`): submitted side by side, the second would
         wait on the first's lock and hold a slot idle. So the first job of each
-        group goes first, and the others are held back (``Job.after``) until it is done.
+        group goes first, and the others are held back (``Job.after``) until it is done,
+        or until a slot has nothing else to do (then one waits there for the result).
+        Jobs whose technique result is not cached (``technique_cache=false``, a
+        technique with ``cache_result=False``) are not grouped.
         """
         from harness.app import plugin_values
+        from harness.host import PluginError, get_host
 
+        host = get_host()
         first, rest, computes = [], [], {}
         for job in jobs:
             choices = job.meta["choices"]
+            try:
+                caches = bool(job.config.get("technique_cache", True)) and host.info(
+                    "technique", choices["technique"]).spec.cache_result
+            except PluginError:
+                caches = False  # the job fails on its own, with the plugin's error
+            if not caches:  # nothing shared: no reason to hold it back
+                first.append(job)
+                continue
             values = plugin_values(job.config, choices)
             identity = json.dumps([choices["workload"], values["workload"], choices["technique"], values["technique"],
                                    int(job.config.seed)], sort_keys=True, default=str)

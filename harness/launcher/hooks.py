@@ -50,7 +50,10 @@ class Job:
     #: The ``JobReturn`` once known (after the hook's :meth:`SweepHook.on_result`).
     result: Any = None
     #: Set by the hook: submit this job only once ``after``'s result has arrived
-    #: (it reuses what ``after`` computes). Ignored when nothing else could run.
+    #: (it reuses what ``after`` computes). Ignored when nothing else could run, and
+    #: when a slot would stay idle while ``after`` runs: then the job starts early and
+    #: must itself wait for what it reuses (the harness's technique cache holds a lock
+    #: while it computes), so it goes on as soon as the result exists.
     after: Optional["Job"] = None
 
     def skip(self, return_value: Any = None) -> None:

@@ -13,6 +13,10 @@ test suites never see it). A job can
 * ``incompatible=true``: refuse the combination when its config is built
   (:class:`~harness.specs.CapabilityError`), like plugins that cannot work together.
 
+``nap`` is a test-only technique whose result is cached (``cache_result``): it
+sleeps ``seconds`` and returns the subject unchanged, so a sweep over accelerators
+shows when a job waits for another's technique result.
+
 Metrics say how the kernel was obtained in this job (``spin/kernel_source``:
 0 already compiled in this worker process, 1 loaded from the NUMBA_CACHE_DIR
 disk cache, 2 compiled) and what its first call cost (``spin/kernel_first_call_s``).
@@ -30,7 +34,7 @@ import numpy as np
 
 from harness import hookimpl
 from harness.optrace import Op, OpTrace
-from harness.specs import CapabilityError, WorkloadSpec
+from harness.specs import CapabilityError, TechniqueSpec, WorkloadSpec
 
 
 @numba.njit(cache=True)
@@ -124,3 +128,25 @@ def harness_workloads():
         config=SpinConfig,
         factory=Spin,
     )
+
+
+@dataclass
+class NapConfig:
+    """How long the technique takes."""
+
+    seconds: float = 1.0
+
+
+class Nap:
+    def __init__(self, config: NapConfig):
+        self.config = config
+
+    def apply(self, subject, workload, ctx):
+        time.sleep(self.config.seconds)
+        return subject
+
+
+@hookimpl
+def harness_techniques():
+    yield TechniqueSpec(name="nap", summary="Test-only: sleep, then leave the subject as it is (result cached)",
+                        config=NapConfig, factory=Nap, smoke_workload="spin")
