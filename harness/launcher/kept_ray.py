@@ -131,7 +131,11 @@ def group_alive(pgid: int) -> bool:
     return False
 
 
-def _kill_group(pgid: int, patience: float = 15.0) -> None:
+def _kill_group(pgid: int, patience: float = 3.0) -> None:
+    """SIGTERM the group, SIGKILL what is left after ``patience`` seconds, and return once
+    it is gone. (Measured with Ray 2.60: after SIGTERM, `ray start --block` left its
+    raylet, GCS, monitor and runtime-env agent running until the SIGKILL 15 s later,
+    so a longer wait only made `harness ray-stop` take 15 s.)"""
     try:
         os.killpg(pgid, signal.SIGTERM)
     except ProcessLookupError:
@@ -144,7 +148,12 @@ def _kill_group(pgid: int, patience: float = 15.0) -> None:
     try:
         os.killpg(pgid, signal.SIGKILL)
     except ProcessLookupError:
-        pass
+        return
+    # SIGKILL is delivered, not yet done: return once the group is gone, so a caller
+    # (and `harness ray-stop`, which exits right after) never leaves it running.
+    deadline = time.monotonic() + 10.0
+    while group_alive(pgid) and time.monotonic() < deadline:
+        time.sleep(0.05)
 
 
 def stop() -> Optional[dict]:
