@@ -268,7 +268,10 @@ def test_compare_commits_flags_a_kernel_made_2x_slower(tmp_path, capsys):
     # sweeps cannot move (a CI run on 2026-12-02 timed the doubled kernel only 1.4x slower
     # in absolute time: the "before" sweeps ran its col2im timings, reference included, slow).
     speedup_ratio, _, speedup_verdict = rows[("col2im", "perf/speedup")]
-    assert speedup_verdict == "worse" and 0.25 < speedup_ratio < 0.75, out  # doubled: about halved
+    # Its verdict may be "noise": the speed-up carries its numpy reference's timing spread
+    # too (a CI run on 2026-12-02 read 0.486x, seeds' ranges overlapping). The regression
+    # itself is the cpu_s verdict and the exit code above.
+    assert speedup_verdict in ("worse", "noise") and 0.25 < speedup_ratio < 0.75, out  # doubled: about halved
     # The unchanged kernel: its speed-up over its own reference is timed within each job,
     # so the machine's drift between sweeps cancels; its absolute times need not (a CI run
     # on 2026-12-02 read its untouched numpy reference 1.51x "worse", every timing of that
