@@ -643,9 +643,6 @@ def cmd_dashboard(args: list[str]) -> int:
     return dashboard_main(args)
 
 
-#: Set once main() has registered _quick_exit_gc.
-_EXIT_HOOK: list = []
-
 COMMANDS = {
     "run": cmd_run, "plugins": cmd_plugins, "ui": cmd_ui, "dashboard": cmd_dashboard, "flush": cmd_flush,
     "compare": cmd_compare, "ray-stop": cmd_ray_stop,
@@ -665,11 +662,10 @@ def _quick_exit_gc() -> None:
 
 def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
-    if not _EXIT_HOOK:
-        import atexit
+    import atexit
 
-        atexit.register(_quick_exit_gc)
-        _EXIT_HOOK.append(True)
+    atexit.unregister(_quick_exit_gc)  # once, however often main() is called in a process
+    atexit.register(_quick_exit_gc)
     if not argv:  # a command is required: usage on stderr, as argparse does
         print(USAGE, file=sys.stderr)
         return 2
