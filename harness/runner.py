@@ -35,7 +35,8 @@ from harness.plots import curves_png
 from harness.record import FAILED, FINISHED, KILLED, Record
 from harness.specs import KINDS, CapabilityError
 from harness.validation import ConfigError, valid, validate_config, value_problems
-from harness.technique_cache import cached_apply, source_digest, technique_key
+from harness.code_digest import source_digest
+from harness.technique_cache import cached_apply, technique_key
 
 __all__ = [
     "ExperimentFailed",

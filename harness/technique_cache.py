@@ -2,12 +2,13 @@
 
 A technique's result (the transformed subject, and what the technique logged
 while producing it) depends only on the workload and its config, the technique
-and its config, the seed, and the code of those two plugins. A co-design sweep
+and its config, the seed, and the code: those two plugins' and the harness's
+training substrate (:mod:`harness.code_digest`). A co-design sweep
 over N accelerators therefore needs each technique result once, not N times.
 
-The key hashes exactly that identity; the plugins' code enters as a digest of
-their source files, so editing a plugin invalidates its entries instead of
-serving stale results. Entries are pickles under
+The key hashes exactly that identity; the code enters as digests of its source
+files, so editing a plugin or the training substrate invalidates the entries
+instead of serving stale results. Entries are pickles under
 ``<cache_dir>/techniques/<key>.pkl``, written atomically under a lock
 (:mod:`harness.cache`): jobs asking for the same entry compute it once, the
 others wait and reuse it; a retry after a crash recomputes a missing entry.
@@ -22,39 +23,18 @@ from __future__ import annotations
 import hashlib
 import json
 import pickle
-import sys
 from pathlib import Path
 from typing import Any, Callable, Mapping
 
 from harness.cache import cached_entry
+from harness.code_digest import substrate_digest
 from harness.record import Record
 
-__all__ = ["FORMAT_VERSION", "NAMESPACE", "cached_apply", "source_digest", "technique_key"]
+__all__ = ["FORMAT_VERSION", "NAMESPACE", "cached_apply", "technique_key"]
 
 #: Bump when the entry layout changes.
 FORMAT_VERSION = 1
 NAMESPACE = "techniques"
-_DIGESTS: dict[str, str] = {}
-
-
-def source_digest(factory: Any) -> str:
-    """Digest of the source files of the module (or package) that defines ``factory``."""
-    module_name = getattr(factory, "__module__", None) or type(factory).__module__
-    if module_name in _DIGESTS:
-        return _DIGESTS[module_name]
-    module = sys.modules.get(module_name)
-    path = Path(getattr(module, "__file__", "") or "")
-    root = module_name.split(".")
-    package = sys.modules.get(".".join(root[:2]) if root[0] == "harness_plugins" else root[0])
-    package_file = Path(getattr(package, "__file__", "") or "")
-    files = sorted(package_file.parent.rglob("*.py")) if package_file.name == "__init__.py" else [path]
-    h = hashlib.sha256()
-    for f in files:
-        if f.is_file():
-            h.update(f.name.encode())
-            h.update(f.read_bytes())
-    _DIGESTS[module_name] = h.hexdigest()[:16]
-    return _DIGESTS[module_name]
 
 
 def technique_key(choices: Mapping[str, str], params: Mapping[str, Mapping[str, Any]], seed: int,
@@ -66,6 +46,7 @@ def technique_key(choices: Mapping[str, str], params: Mapping[str, Mapping[str, 
             "technique": [choices["technique"], dict(params["technique"])],
             "seed": int(seed),
             "code": dict(code),
+            "substrate": substrate_digest(),
             "v": FORMAT_VERSION,
         },
         sort_keys=True,

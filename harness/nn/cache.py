@@ -1,8 +1,10 @@
 """Train-once caching of base models, safe across concurrent jobs.
 
 A cache entry is an ``.npz`` file under ``<cache_dir>/<namespace>/<key>.npz`` where
-``key`` hashes everything that determines the trained weights (workload config
-without its evaluation-only fields, seed, the code's format version). Locking and
+``key`` hashes everything that determines the trained weights: the workload config
+without its evaluation-only fields, the seed, the code (the caller's plugin source
+and the harness's training substrate, :mod:`harness.code_digest`) and the entry
+format's version. Locking and
 atomic writes are :mod:`harness.cache`'s: two jobs asking for the same model train
 it once, and a reader never sees half a file.
 """
@@ -17,6 +19,7 @@ from typing import Any, Callable
 import numpy as np
 
 from harness.cache import cached_entry
+from harness.code_digest import substrate_digest
 
 __all__ = ["cache_key", "cached_state"]
 
@@ -24,9 +27,11 @@ __all__ = ["cache_key", "cached_state"]
 FORMAT_VERSION = 1
 
 
-def cache_key(namespace: str, config: dict[str, Any], seed: int) -> str:
-    blob = json.dumps({"ns": namespace, "config": config, "seed": int(seed), "v": FORMAT_VERSION},
-                      sort_keys=True, default=str)
+def cache_key(namespace: str, config: dict[str, Any], seed: int, code: tuple[str, ...] = ()) -> str:
+    """The entry's key; ``code``: digests of the caller's own source
+    (:func:`harness.code_digest.source_digest`), the substrate's is always in."""
+    blob = json.dumps({"ns": namespace, "config": config, "seed": int(seed), "v": FORMAT_VERSION,
+                       "code": [substrate_digest(), *code]}, sort_keys=True, default=str)
     return hashlib.sha256(blob.encode()).hexdigest()[:20]
 
 

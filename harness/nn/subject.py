@@ -13,6 +13,7 @@ from typing import Any
 
 import numpy as np
 
+from harness.code_digest import source_digest
 from harness.data import Splits
 from harness.nn.cache import cache_key, cached_state
 from harness.nn.models import Model, Sequential, VisionTransformer, compact_channels, recalibrate_batchnorm
@@ -181,8 +182,10 @@ class ModelWorkload:
         raise NotImplementedError
 
     def cache_key(self, seed: int) -> str:
+        """The base model's identity: config (no eval-only fields), seed, and code (this
+        workload's plugin source and the training substrate): editing either retrains."""
         cfg = {k: v for k, v in dataclasses.asdict(self.config).items() if k not in self.eval_only}
-        return cache_key(self.name, cfg, seed)
+        return cache_key(self.name, cfg, seed, code=(source_digest(type(self)),))
 
     def build(self, ctx) -> ModelSubject:
         data = self.load_data(ctx.child_seed(self.name, "split"))

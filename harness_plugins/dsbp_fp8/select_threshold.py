@@ -39,6 +39,7 @@ def _workload(name: str):
 def run_subject(workload: str, seed: int, cache_dir: Path):
     """The run's trained model (from the shared model cache, or trained now)."""
     from harness.api import RunContext
+    from harness.code_digest import source_digest
 
     return _workload(workload).build(RunContext(seed=seed, cache_dir=cache_dir))
 
@@ -80,7 +81,7 @@ def fold_subjects(workload: str, seed: int, folds: int, cache_dir: Path, progres
             subject.train(subject.train_config.epochs)
             return subject.model.state_dict(), {}
 
-        key = cache_key(f"{w.name}_fold{f}of{folds}", cfg, seed)
+        key = cache_key(f"{w.name}_fold{f}of{folds}", cfg, seed, code=(source_digest(type(w)), source_digest(fold_subjects)))
         state, _, hit = cached_state(cache_dir, "dsbp_fp8_select", key, produce)
         if hit:
             model.load_state_dict(state)

@@ -5,8 +5,8 @@ techniques may do with it): LeNet-5 (conv 5x5x6, pool, conv 5x5x16, pool, fc 120
 fc 84, fc 10; ReLU and max pooling) trained on 3,500 images, validated on 500,
 reported on 1,000 held-out test images. The default operating point trains in well
 under a minute on two cores and reaches about 97-98% test accuracy. The trained base
-model is cached under ``ctx.cache_dir`` keyed by the config (minus ``quant_bits``)
-and the seed.
+model is cached under ``ctx.cache_dir`` keyed by the config (minus ``quant_bits``),
+the seed and the code (:mod:`harness.code_digest`).
 """
 
 from __future__ import annotations
