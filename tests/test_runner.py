@@ -132,3 +132,16 @@ def test_curves_are_plotted_as_png():
     assert curves_png(Record()) is None
     png = curves_png(Record(series={"train/loss": [(0, 2.0), (1, 1.0)], "train/val_accuracy": [(0, 0.5), (1, 0.9)]}))
     assert png[:8] == b"\x89PNG\r\n\x1a\n" and len(png) > 2000
+
+
+def test_stage_curves_share_a_panel_and_none_is_left_out():
+    from harness.plots import curve_panels
+
+    names = [f"technique/stage{s}/{m}" for s in range(3) for m in ("loss", "val_accuracy", "rho", "accuracy", "residual")]
+    names += ["train/loss", "train/val_accuracy", "eval/fold1/acc_2"]
+    panels = curve_panels(names)
+    assert panels["technique/*/loss"] == [("stage0", "technique/stage0/loss"), ("stage1", "technique/stage1/loss"),
+                                          ("stage2", "technique/stage2/loss")]
+    assert panels["train/loss"] == [("", "train/loss")]
+    assert panels["eval/fold1/acc_2"] == [("", "eval/fold1/acc_2")]  # two numbered segments: its own panel
+    assert len(panels) == 5 + 3 and sorted(n for lines in panels.values() for _, n in lines) == sorted(names)
