@@ -17,6 +17,7 @@ import signal
 import subprocess
 import sys
 import textwrap
+from pathlib import Path
 
 from harness import __version__
 
@@ -517,6 +518,27 @@ class _HydraJobErrorFilter:
         return getattr(self._stream, name)
 
 
+def _numba_cache_dir(args: list[str]) -> str | None:
+    """Where this command's numba kernels are cached: ``<cache_dir>/numba``, the folder a
+    sweep's Ray workers use, so a single run and a sweep compile each kernel once between
+    them (numba's default is a ``__pycache__`` next to the harness's own source). None when
+    ``NUMBA_CACHE_DIR`` is set already or ``cache_dir`` is swept. Read from the command
+    line (the config's default otherwise): it must be set before any plugin imports numba,
+    so before Hydra composes the config; a preset that sets ``cache_dir`` is not seen."""
+    if os.environ.get("NUMBA_CACHE_DIR"):
+        return None
+    from harness.config import HarnessConfig
+
+    cache_dir = HarnessConfig.cache_dir
+    for arg in args:
+        key, sep, value = arg.partition("=")
+        if sep and key.lstrip("+") == "cache_dir":
+            cache_dir = value.strip("'\"")
+    if "," in cache_dir or "(" in cache_dir or "$" in cache_dir:  # a sweep or an interpolation
+        return None
+    return str((Path(os.path.expanduser(cache_dir)) / "numba").resolve())
+
+
 def cmd_run(args: list[str]) -> int:
     import hydra
 
@@ -525,6 +547,9 @@ def cmd_run(args: list[str]) -> int:
     from harness.host import PluginError
 
     verbose, args = _verbose_requested(args)
+    numba_cache = _numba_cache_dir(args)
+    if numba_cache is not None:
+        os.environ["NUMBA_CACHE_DIR"] = numba_cache
     try:
         register_configs()
     except PluginError as exc:

@@ -125,6 +125,27 @@ def test_two_cli_runs_log_identical_metrics(workdir):
     assert first.data.tags["harness.config_hash"] == second.data.tags["harness.config_hash"]
 
 
+@pytest.mark.parametrize("cache_arg", [None, "cache_dir=elsewhere"])
+def test_a_single_run_caches_numba_kernels_under_cache_dir_not_next_to_the_source(workdir, cache_arg):
+    """Where a sweep's workers cache them (``<cache_dir>/numba``), so the two compile once
+    between them; numba's default would write into the installed (or cloned) package."""
+    from pathlib import Path
+
+    import harness
+    from conftest import harness_env
+
+    package = Path(harness.__file__).parent
+    before = set(package.rglob("*.nbi"))
+    env = harness_env(workdir)
+    env.pop("NUMBA_CACHE_DIR", None)
+    args = ["run", "workload=digits_mlp", "workload.epochs=1", "workload.hidden=16", *([cache_arg] if cache_arg else [])]
+    result = run_harness(args, workdir, env=env)
+    assert result.returncode == 0, result.stderr
+    cache_dir = workdir / ("elsewhere" if cache_arg else ".harness_cache")
+    assert list((cache_dir / "numba").rglob("*.nbi")), "no numba index under <cache_dir>/numba"
+    assert set(package.rglob("*.nbi")) == before
+
+
 def test_curves_are_plotted_as_png():
     from harness.plots import curves_png
     from harness.record import Record
