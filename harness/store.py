@@ -25,6 +25,7 @@ import datetime as _dt
 import os
 import pickle
 import socket
+import sqlite3
 import sys
 import tempfile
 import urllib.parse
@@ -73,6 +74,38 @@ def sqlite_path(uri: str) -> Optional[Path]:
     if not path or path == ":memory:":
         return None
     return Path(path)
+
+
+_FINISHED_HASHES_SQL = """
+SELECT t.value FROM tags t
+JOIN runs r ON r.run_uuid = t.run_uuid
+JOIN experiments e ON e.experiment_id = r.experiment_id
+WHERE t.key = 'harness.config_hash' AND r.status = 'FINISHED' AND r.lifecycle_stage = 'active' AND e.name = ?
+"""
+
+
+def finished_hashes_hint(uri: str, experiment_name: str) -> Optional[set]:
+    """Config hashes of the FINISHED runs of ``experiment_name`` in a sqlite store, read with
+    sqlite3 (milliseconds, no MLflow import); an empty set for a store not made yet; None
+    when it cannot tell (not sqlite, an unreadable file, another schema).
+
+    Only a hint, for whether a sweep has any work left before MLflow has opened the store
+    (:meth:`harness.launcher.harness_hook.HarnessSweepHook.likely_to_run`); what is skipped
+    is decided by MLflow's own answer (:meth:`harness.tracking.MlflowTracker.finished_runs`).
+    """
+    path = sqlite_path(uri)
+    if path is None:
+        return None
+    if not path.exists():
+        return set()
+    try:
+        con = sqlite3.connect(f"{path.resolve().as_uri()}?mode=ro", uri=True, timeout=1.0)
+        try:
+            return {row[0] for row in con.execute(_FINISHED_HASHES_SQL, (experiment_name,))}
+        finally:
+            con.close()
+    except sqlite3.Error:
+        return None
 
 
 def check_store(uri: str) -> None:

@@ -41,6 +41,7 @@ INTEGRATION_TESTS = {
     "test_dashboard.py::test_harness_dashboard_command_and_its_errors",
     "test_host.py::test_cli_with_broken_plugins_installed",
     "test_runner.py::test_two_cli_runs_log_identical_metrics",
+    "test_runner.py::test_a_single_run_caches_numba_kernels_under_cache_dir_not_next_to_the_source",
     "test_docs.py::test_the_tutorial_plugin_installs_runs_and_sweeps",
     "test_reliability.py::test_a_record_the_store_refuses_after_the_run_is_kept_and_written_by_the_next_run",
     "test_reliability.py::test_ctrl_c_stops_a_single_run_within_seconds_and_records_it_killed",

@@ -12,6 +12,7 @@ registered through a dist-info folder put on PYTHONPATH of the subprocesses only
 from __future__ import annotations
 
 import io
+import json
 import os
 import signal
 import shutil
@@ -421,6 +422,74 @@ def test_a_failing_job_is_recorded_failed_and_the_others_finish(tmp_path):
     again = _harness(tmp_path, *args)
     assert again.returncode == 1
     assert "Sweep 4 jobs: 0 finished, 2 failed, 2 skipped" in again.stdout
+
+
+WATCHING_APP = """
+import json
+import time
+
+import hydra
+
+from harness.launcher.hooks import SweepHook
+
+
+class WatchingHook(SweepHook):
+    \"\"\"Its prepare() ends only once Ray is up: it would wait forever if Ray started after it.\"\"\"
+
+    def prepare(self, jobs):
+        import ray
+
+        started, deadline = time.monotonic(), time.monotonic() + 90
+        while not ray.is_initialized():
+            if time.monotonic() > deadline:
+                raise RuntimeError("Ray did not start while the hook prepared")
+            time.sleep(0.02)
+        with open("prepare.json", "w") as fh:
+            json.dump({"waited_s": time.monotonic() - started, "jobs": len(jobs)}, fh)
+
+
+@hydra.main(version_base="1.3", config_path=None, config_name=None)
+def main(cfg):
+    return cfg.x
+
+
+if __name__ == "__main__":
+    main()
+"""
+
+
+def test_the_hook_prepares_while_ray_starts(tmp_path, short_tmp):
+    (tmp_path / "app.py").write_text(WATCHING_APP)
+    done = subprocess.run(
+        [sys.executable, "app.py", "-m", "+x=1,2", "hydra/launcher=harness_ray", "hydra.launcher.hook=__main__:WatchingHook",
+         f"hydra.launcher.temp_dir={short_tmp / 'ray'}", "hydra.launcher.progress=false", "hydra.sweep.dir=out"],
+        cwd=tmp_path, env=_env(tmp_path), capture_output=True, text=True, timeout=300,
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+    seen = json.loads((tmp_path / "prepare.json").read_text())
+    assert seen["jobs"] == 2 and seen["waited_s"] > 0.1  # it saw Ray come up while it ran
+
+
+def test_the_finished_hashes_hint_reads_a_sqlite_store_as_mlflow_does(tmp_path):
+    from harness.store import finished_hashes_hint
+    from harness.tracking import MlflowTracker
+
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    assert finished_hashes_hint(uri, "harness") == set()  # no store yet: nothing finished
+    tracker = MlflowTracker(uri, "harness")
+    done_id = tracker.create_run("done", tags={"harness.config_hash": "aaa"})
+    tracker.set_status(done_id, "FINISHED")
+    tracker.create_run("running", tags={"harness.config_hash": "bbb"})
+    deleted = tracker.create_run("deleted", tags={"harness.config_hash": "ccc"})
+    tracker.set_status(deleted, "FINISHED")
+    tracker.client.delete_run(deleted)
+    other = MlflowTracker(uri, "other")
+    other.set_status(other.create_run("elsewhere", tags={"harness.config_hash": "ddd"}), "FINISHED")
+    assert finished_hashes_hint(uri, "harness") == set(tracker.finished_runs()) == {"aaa"}
+    assert finished_hashes_hint(uri, "other") == {"ddd"}
+    (tmp_path / "junk.db").write_bytes(b"not a database" * 100)
+    assert finished_hashes_hint(f"sqlite:///{tmp_path / 'junk.db'}", "harness") is None
+    assert finished_hashes_hint("http://127.0.0.1:5000", "harness") is None
 
 
 def test_an_invalid_config_in_a_sweep_is_refused_before_ray_starts(tmp_path):

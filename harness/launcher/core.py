@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import logging
 import os
+import threading
 import time
 import uuid
 from pathlib import Path
@@ -96,21 +97,41 @@ def launch(launcher, job_overrides: Sequence[Sequence[str]], initial_job_idx: in
     cluster.preflight()  # a cluster address that does not answer fails here, bounded, before the hook writes
     if hook is not None:
         hook.before_launch(jobs)
-    todo = [job for job in jobs if not job.skipped]
-    if hook is not None:
-        todo = hook.order(todo)
-    t_composed = t_ray = t_done = time.monotonic()
-
-    progress = Progress(len(jobs), len(jobs) - len(todo), enabled=opts.progress)
+    t_composed = t_ray = t_ready = t_done = time.monotonic()
+    # The hook's slow set-up (the harness: import MLflow, open the store, find finished
+    # jobs) runs on a thread while this thread starts Ray: both take seconds, mostly
+    # waiting on other processes. When the hook expects nothing to be left to run (a
+    # finished sweep again), Ray waits for its answer and is started only if needed.
+    early = any(not j.skipped for j in jobs) and (hook is None or hook.likely_to_run(jobs))
+    preparing = _Background(hook.prepare, jobs) if hook is not None else None
+    prepared = preparing is None
+    progress: Optional[Progress] = None
     where: Dict[str, str] = {}
+    ray_startup = prepare_wait = 0.0
     try:
-        if todo:
+        ray = None
+        if early:
             ray = cluster.start(job_env(launcher, cluster.local))
             t_ray = time.monotonic()
-            where = {"ray_address": cluster.address, "ray_started_here": str(cluster.local).lower()}
+            ray_startup = t_ray - t_composed
+        if preparing is not None:
+            preparing.join()
+            prepared = True
+        t_ready = time.monotonic()
+        prepare_wait = t_ready - (t_ray if early else t_composed)
+        todo = [job for job in jobs if not job.skipped]
+        if hook is not None:
+            todo = hook.order(todo)
+        if todo and ray is None:  # the hook's guess was wrong: start Ray now
+            ray = cluster.start(job_env(launcher, cluster.local))
+            t_ray = time.monotonic()
+            ray_startup, t_ready = t_ray - t_ready, t_ray
+        progress = Progress(len(jobs), len(jobs) - len(todo), enabled=opts.progress)
+        if todo:
+            where.update(ray_address=cluster.address, ray_started_here=str(cluster.local).lower())
             if cluster.kept:
                 where["ray_kept"] = cluster.kept
-            progress.start = t_ray
+            progress.start = t_ready
             restarts = 0
             stats = {"ray_tasks": 0, "started_early": 0}
             while True:
@@ -140,14 +161,17 @@ def launch(launcher, job_overrides: Sequence[Sequence[str]], initial_job_idx: in
             where["ray_tasks"] = str(stats["ray_tasks"])
             where["jobs_started_early"] = str(stats["started_early"])  # held-back jobs sent to idle slots
     except BaseException as exc:
-        if hook is not None:
+        if not prepared:  # Ray failed or Ctrl-C while the hook prepared: let it finish first
+            prepared = preparing.wait() is None
+        if hook is not None and prepared:  # a failed prepare is reported by its own error
             try:
                 hook.on_abort(exc)
             except Exception:  # the original error matters more
                 log.exception("sweep hook failed while aborting")
         raise
     finally:
-        progress.close()
+        if progress is not None:
+            progress.close()
         cluster.stop()
     t_end = time.monotonic()
     for job in jobs:
@@ -155,15 +179,49 @@ def launch(launcher, job_overrides: Sequence[Sequence[str]], initial_job_idx: in
             job.result = _return_without_run(job, JobStatus.COMPLETED, job.skip_value)
     timings = {
         "compose_s": t_composed - t_start,
-        "ray_startup_s": t_ray - t_composed,
-        # From Ray ready to the last result handled; shutdown is timed on its own.
-        "jobs_wall_s": max(t_done, t_ray) - t_ray,
-        "ray_shutdown_s": t_end - max(t_done, t_ray),
+        "ray_startup_s": ray_startup,
+        # The hook's preparation still running once Ray was up (all of it when Ray waited for it).
+        "prepare_wait_s": prepare_wait,
+        # From Ray and the hook ready to the last result handled; shutdown is timed on its own.
+        "jobs_wall_s": max(t_done, t_ready) - t_ready,
+        "ray_shutdown_s": t_end - max(t_done, t_ready),
         "total_s": t_end - t_start,
     }
     if hook is not None:
         hook.after_launch(jobs, timings, where)
     return [job.result for job in jobs]
+
+
+class _Background:
+    """``fn(*args)`` on a thread; :meth:`join` re-raises its error in the caller."""
+
+    def __init__(self, fn, *args):
+        self.error: Optional[BaseException] = None
+        self._thread = threading.Thread(target=self._run, args=(fn, args), name="harness-sweep-prepare", daemon=True)
+        self._thread.start()
+
+    def _run(self, fn, args) -> None:
+        try:
+            fn(*args)
+        except BaseException as exc:  # handed to the launching thread
+            self.error = exc
+
+    def wait(self) -> Optional[BaseException]:
+        """Wait for it to end (a Ctrl-C while waiting is remembered, then raised); its error or None."""
+        interrupted = None
+        while self._thread.is_alive():
+            try:
+                self._thread.join()
+            except KeyboardInterrupt as exc:
+                interrupted = exc
+        if interrupted is not None:
+            raise interrupted
+        return self.error
+
+    def join(self) -> None:
+        error = self.wait()
+        if error is not None:
+            raise error
 
 
 def job_env(launcher, local: bool) -> Dict[str, str]:

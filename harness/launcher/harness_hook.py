@@ -5,13 +5,14 @@
   to MLflow in batches as they arrive (:mod:`harness.launcher.record_writer`), so
   a job retried after its worker died is recorded once, with no shared
   filesystem or lock, and sqlite never sees two writers.
-* **Identity first.** Before Ray starts, every job's config hash is computed
+* **Identity first.** Before Ray starts (:meth:`before_launch`), every job's config hash is computed
   with the runner's own code (:func:`harness.app.config_hash_of`). A
   :class:`~harness.specs.CapabilityError` (plugins that cannot work together)
   fails the whole sweep there; other config errors are left for the worker to
   report as a FAILED run. Jobs with the same hash run once.
 * **Resume.** Jobs whose hash already has a FINISHED run are skipped
-  (``hydra.launcher.resume=false`` reruns them).
+  (``hydra.launcher.resume=false`` reruns them). Opening the store to find them
+  (:meth:`prepare`) runs on a thread while Ray starts.
 * **Parent.** One parent run per sweep, keyed by the set of job hashes, reused
   on resume; it ends with the summary table.
 """
@@ -76,7 +77,6 @@ class HarnessSweepHook(SweepHook):
         from harness.host import PluginError
         from harness.specs import KINDS, CapabilityError
         from harness.validation import ConfigError
-        from harness.tracking import MlflowTracker
 
         if not jobs:  # an empty sweep range (seed=range(0)); `harness run` names the override
             print("harness: the sweep has no jobs (an override's range is empty); nothing was started", file=sys.stderr)
@@ -123,8 +123,14 @@ class HarnessSweepHook(SweepHook):
                 "Run one sweep per experiment (tracking_uri / experiment_name)."
             )
         tracking_uri, experiment_name = destinations.pop()
+        from harness.store import check_store
+        from harness.tracking import resolve_tracking_uri
 
-        first_of: Dict[str, Job] = {}
+        check_store(resolve_tracking_uri(tracking_uri or None))  # a clearly bad store fails here, before Ray starts
+        self._destination = (tracking_uri, experiment_name)
+
+        self._first_of: Dict[str, Job] = {}
+        first_of = self._first_of
         for job in jobs:
             row = job.meta["row"]
             if not row.config_hash:
@@ -134,7 +140,27 @@ class HarnessSweepHook(SweepHook):
             else:
                 first_of[row.config_hash] = job
         self.sweep_id = sweep_id_of([r.config_hash for r in self.rows.values() if r.config_hash])
-        # The store first (harness.store): a bad one fails here, in seconds, before Ray starts.
+
+    def likely_to_run(self, jobs: Sequence[Job]) -> bool:
+        """Some job is not a duplicate and not already FINISHED in the store, by a direct
+        sqlite read (:func:`harness.store.finished_hashes_hint`); True when it cannot tell."""
+        from harness.store import finished_hashes_hint
+        from harness.tracking import resolve_tracking_uri
+
+        left = [row.config_hash for row in self.rows.values() if not row.status]
+        if not self.opts.resume or any(not h for h in left):
+            return bool(left)
+        tracking_uri, experiment_name = self._destination
+        finished = finished_hashes_hint(resolve_tracking_uri(tracking_uri or None), experiment_name)
+        return finished is None or any(h not in finished for h in left)
+
+    def prepare(self, jobs: Sequence[Job]) -> None:
+        """Open the store, write what earlier runs left pending, skip jobs finished earlier,
+        open the parent run: seconds (importing MLflow most), on a thread while Ray starts."""
+        from harness.tracking import MlflowTracker
+
+        tracking_uri, experiment_name = self._destination
+        first_of = self._first_of
         self.tracker = MlflowTracker(tracking_uri or None, experiment_name)
         from harness.store import flush_pending
 

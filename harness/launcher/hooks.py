@@ -7,6 +7,8 @@ a hook, which runs in the driver process only:
 
 * :meth:`SweepHook.before_launch` sees every composed :class:`Job` before Ray
   starts; it may skip jobs (:meth:`Job.skip`) or fail the whole sweep by raising;
+* :meth:`SweepHook.prepare` does the hook's slow set-up (opening a store, finding
+  finished jobs) on a thread while Ray starts; it may skip jobs or raise too;
 * :meth:`SweepHook.order` chooses the order in which the jobs to run are submitted
   (and may set :attr:`Job.after` to hold a job back until another's result is in);
 * :meth:`SweepHook.worker_task` chooses what runs on the worker inside
@@ -77,7 +79,18 @@ class SweepHook:
         """Called once per launch with the sweep's master config and the launcher's options."""
 
     def before_launch(self, jobs: Sequence[Job]) -> None:
-        """Every composed job of the batch, before Ray starts; may skip jobs or raise."""
+        """Every composed job of the batch, before Ray starts; may skip jobs or raise.
+        Keep it fast (checks): an error here is reported before anything starts."""
+
+    def likely_to_run(self, jobs: Sequence[Job]) -> bool:
+        """A quick guess, after :meth:`before_launch`, whether :meth:`prepare` will leave any
+        job to run. True: Ray starts while the hook prepares. False: Ray starts only if
+        prepare leaves a job to run (a rerun of a finished sweep starts nothing)."""
+        return True
+
+    def prepare(self, jobs: Sequence[Job]) -> None:
+        """After :meth:`before_launch`, on a thread while Ray starts (so it must not use
+        Ray); may skip jobs or raise (Ray is then stopped). Slow set-up goes here."""
 
     def order(self, jobs: Sequence[Job]) -> List[Job]:
         """The order to submit the jobs to be run (default: as composed)."""
