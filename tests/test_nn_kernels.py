@@ -183,3 +183,31 @@ def test_sgd_momentum_kernel_is_bit_identical_to_numpy(weight_decay):
     kernels.sgd_momentum_step_reference(p2, g, v2, 0.03, 0.9, weight_decay)
     np.testing.assert_array_equal(p, p2)
     np.testing.assert_array_equal(v, v2)
+
+
+@pytest.mark.parametrize("bits", [1, 2, 4, 8, 16])
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_quantize_rows_matches_quantize_symmetric_bit_for_bit(bits, dtype):
+    rng = np.random.default_rng(bits)
+    x = (rng.normal(size=(37, 150)) * rng.uniform(0.01, 100, size=(37, 1))).astype(dtype)
+    x[3] = 0.0  # an all-zero row: scale 1
+    x[4, :] = np.maximum(x[4, :], 0)  # ReLU'd
+    x[5, :7] = [0.5, 1.5, 2.5, -0.5, -2.5, 3.0, -3.0]  # ties: round half to even
+    x[5, 7:] = 0.0
+    x[6] = -x[6]
+    codes, scale = kernels.quantize_rows(x, bits)
+    ref_codes, ref_scale = kernels.quantize_rows_reference(x, bits)
+    assert codes.dtype == ref_codes.dtype == np.int32 and scale.dtype == ref_scale.dtype
+    np.testing.assert_array_equal(codes, ref_codes)
+    np.testing.assert_array_equal(scale, ref_scale)
+
+
+@pytest.mark.filterwarnings("ignore:invalid value encountered:RuntimeWarning")  # numpy's own, on NaN
+def test_quantize_rows_leaves_non_finite_rows_to_numpy():
+    x = np.ones((3, 4), dtype=np.float32)
+    x[1, 2] = np.nan
+    x[2, 0] = np.inf
+    codes, scale = kernels.quantize_rows(x, 8)
+    ref_codes, ref_scale = kernels.quantize_rows_reference(x, 8)
+    np.testing.assert_array_equal(codes, ref_codes)
+    np.testing.assert_array_equal(scale, ref_scale)

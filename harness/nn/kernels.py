@@ -3,7 +3,7 @@
 What numpy cannot do at memory speed lives here: im2col and its adjoint col2im
 (padding fused in), max pooling with its argmax bookkeeping (a branch-free 2x2
 stride-2 kernel and a general one), ReLU with its mask, the bias gradient's column
-sums and the SGD momentum step. GEMMs are BLAS (through the matmul backend in
+sums, the SGD momentum step, and evaluation's per-sample activation quantizer. GEMMs are BLAS (through the matmul backend in
 evaluation). Every kernel has a ``*_reference`` twin written in plain numpy; the
 tests check that the two agree (bit for bit, except col2im, which adds the same
 terms in another order: the order of its earlier numba version, so training gives
@@ -39,6 +39,8 @@ __all__ = [
     "maxpool_forward",
     "maxpool_forward_reference",
     "out_size",
+    "quantize_rows",
+    "quantize_rows_reference",
     "relu_backward",
     "relu_backward_reference",
     "relu_forward",
@@ -520,3 +522,51 @@ def sgd_momentum_step_reference(p, g, v, lr, momentum, weight_decay):
     v *= momentum
     v += g
     p -= lr * v
+
+
+@njit(cache=True)
+def _quantize_rows_kernel(x, qmax):
+    """Codes and scales of :func:`quantize_rows`; ``ok`` is False if a row's max is not finite."""
+    n, k = x.shape
+    codes = np.empty((n, k), dtype=np.int32)
+    scale = np.empty((n, 1), dtype=np.float64)
+    for i in range(n):
+        amax = abs(x[i, 0])
+        for j in range(1, k):
+            a = abs(x[i, j])
+            if a > amax:
+                amax = a
+        m = np.float64(amax)
+        if not np.isfinite(m):
+            return codes, scale, False
+        s = m / qmax if m > 0 else 1.0
+        scale[i, 0] = s
+        for j in range(k):
+            v = np.rint(np.float64(x[i, j]) / s)
+            if v > qmax:
+                v = qmax
+            elif v < -qmax:
+                v = -qmax
+            codes[i, j] = np.int32(v)
+    return codes, scale, True
+
+
+def quantize_rows(x: np.ndarray, bits: int) -> tuple[np.ndarray, np.ndarray]:
+    """:func:`harness.numerics.quant.quantize_symmetric` of a 2-D array with ``axis=1`` (one
+    scale per row: evaluation's per-sample activations), in one pass per row instead of
+    numpy's four over float64 temporaries: the same codes and scales, bit for bit. Rows
+    with a non-finite value go to the numpy function, whose NaN handling this keeps."""
+    from harness.numerics.quant import quantize_symmetric
+
+    if x.ndim != 2 or x.shape[1] == 0 or not 1 <= bits <= 16:
+        return quantize_symmetric(x, bits, axis=1)
+    codes, scale, ok = _quantize_rows_kernel(x, float(max(1, 2 ** (bits - 1) - 1)))
+    if not ok:
+        return quantize_symmetric(x, bits, axis=1)
+    return codes, scale
+
+
+def quantize_rows_reference(x: np.ndarray, bits: int) -> tuple[np.ndarray, np.ndarray]:
+    from harness.numerics.quant import quantize_symmetric
+
+    return quantize_symmetric(x, bits, axis=1)

@@ -36,6 +36,7 @@ import numpy as np
 
 from harness.numerics.backend import EXACT, GemmCall, MatmulBackend, bind
 from harness.numerics.quant import quantize_symmetric
+from harness.nn.kernels import quantize_rows
 from harness.nn.train_gemm import BoundTrainGemm
 from harness.optrace import Op, OpTrace, WeightValues
 
@@ -238,7 +239,7 @@ def linear(a: np.ndarray, w: np.ndarray, rt: Runtime, name: str, samples: int,
         if epilogue is not None and bias is not None:
             call = replace(call, epilogue_offset=bias)
         return np.asarray(rt.backend.matmul(a, w, call), dtype=np.float32)
-    ac, sa = quantize_symmetric(a.reshape(samples, -1), abits, axis=1)
+    ac, sa = quantize_rows(a.reshape(samples, -1), abits)  # = quantize_symmetric(..., axis=1), fused
     wc, sw = prec.weight_codes(w, wbits)
     rows = a.shape[0] // samples
     if epilogue is not None and bias is not None:  # the bias in integer-product units, per row and column
