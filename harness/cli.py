@@ -527,7 +527,7 @@ def _numba_cache_dir(args: list[str]) -> str | None:
     so before Hydra composes the config; a preset that sets ``cache_dir`` is not seen."""
     if os.environ.get("NUMBA_CACHE_DIR"):
         return None
-    from harness.config import HarnessConfig
+    from harness.config import HarnessConfig, numba_cache_folder
 
     cache_dir = HarnessConfig.cache_dir
     for arg in args:
@@ -536,7 +536,7 @@ def _numba_cache_dir(args: list[str]) -> str | None:
             cache_dir = value.strip("'\"")
     if "," in cache_dir or "(" in cache_dir or "$" in cache_dir:  # a sweep or an interpolation
         return None
-    return str((Path(os.path.expanduser(cache_dir)) / "numba").resolve())
+    return str(Path(numba_cache_folder(cache_dir)).resolve())
 
 
 def cmd_run(args: list[str]) -> int:

@@ -16,13 +16,14 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import json
+import os
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Dict, Mapping
 
 from harness.specs import KINDS
 
-__all__ = ["HarnessConfig", "conf_dir", "config_hash", "flatten", "register_configs"]
+__all__ = ["HarnessConfig", "conf_dir", "config_hash", "flatten", "numba_cache_folder", "register_configs"]
 
 
 @dataclass
@@ -120,3 +121,8 @@ def config_hash(choices: Mapping[str, str], params: Mapping[str, Mapping[str, An
     canonical["seed"] = int(seed)
     blob = json.dumps(canonical, sort_keys=True, default=str, separators=(",", ":"))
     return hashlib.sha256(blob.encode()).hexdigest()[:16]
+
+
+def numba_cache_folder(cache_dir: str) -> str:
+    """``<cache_dir>/numba``: where the jobs' and single runs' numba kernels are cached."""
+    return os.path.join(os.path.expanduser(str(cache_dir)), "numba")

@@ -304,7 +304,9 @@ class HarnessSweepHook(SweepHook):
         """Numba kernels cached under ``cache_dir/numba`` unless the launcher says otherwise."""
         if self.opts.numba_cache_dir:
             return {}
-        path = os.path.join(os.path.expanduser(str(self.config.cache_dir)), "numba")
+        from harness.config import numba_cache_folder
+
+        path = numba_cache_folder(self.config.cache_dir)
         # A private Ray's workers share the driver's folder; on a cluster a relative
         # path is taken relative to each worker's working folder.
         return {"NUMBA_CACHE_DIR": str(Path(path).resolve()) if self.opts.address is None else path}

@@ -26,6 +26,8 @@ import numpy as np
 from numba import njit
 from numba import uint64 as _U
 
+from harness.numerics.quant import quantize_symmetric
+
 __all__ = [
     "add_bias",
     "col2im",
@@ -556,8 +558,6 @@ def quantize_rows(x: np.ndarray, bits: int) -> tuple[np.ndarray, np.ndarray]:
     scale per row: evaluation's per-sample activations), in one pass per row instead of
     numpy's four over float64 temporaries: the same codes and scales, bit for bit. Rows
     with a non-finite value go to the numpy function, whose NaN handling this keeps."""
-    from harness.numerics.quant import quantize_symmetric
-
     if x.ndim != 2 or x.shape[1] == 0 or not 1 <= bits <= 16:
         return quantize_symmetric(x, bits, axis=1)
     codes, scale, ok = _quantize_rows_kernel(x, float(max(1, 2 ** (bits - 1) - 1)))
@@ -567,6 +567,4 @@ def quantize_rows(x: np.ndarray, bits: int) -> tuple[np.ndarray, np.ndarray]:
 
 
 def quantize_rows_reference(x: np.ndarray, bits: int) -> tuple[np.ndarray, np.ndarray]:
-    from harness.numerics.quant import quantize_symmetric
-
     return quantize_symmetric(x, bits, axis=1)
