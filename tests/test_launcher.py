@@ -470,6 +470,49 @@ def test_the_hook_prepares_while_ray_starts(tmp_path, short_tmp):
     assert seen["jobs"] == 2 and seen["waited_s"] > 0.1  # it saw Ray come up while it ran
 
 
+LEAN_HEAD_PROBE = """
+import json, sys
+from harness.launcher.cluster import Cluster
+from harness.launcher.config import HarnessRayLauncherConf
+from ray._private import parameter
+
+untouched = parameter.RayParams.__init__
+seen = {}
+for log_to_driver in (False, True):
+    cluster = Cluster(HarnessRayLauncherConf(num_cpus=1, log_to_driver=log_to_driver, temp_dir=sys.argv[1] + str(log_to_driver)))
+    ray = cluster.start()
+    from ray._private.worker import _global_node
+
+    @ray.remote
+    def shout():
+        print("hello from the worker", flush=True)
+        return 7
+
+    seen[str(log_to_driver)] = {"processes": sorted(_global_node.all_processes), "result": ray.get(shout.remote())}
+    import time; time.sleep(1.5)  # the log monitor polls the worker's log file
+    cluster.stop()
+seen["params_restored"] = parameter.RayParams.__init__ is untouched
+print(json.dumps(seen))
+"""
+
+
+def test_a_private_ray_starts_no_autoscaler_monitor_and_a_log_monitor_only_for_log_to_driver(tmp_path, short_tmp):
+    # A private one-node Ray never scales, and the log monitor only forwards workers' output:
+    # without them ray.shutdown took 0.1 s instead of 1.4 s (harness.launcher.cluster._lean_head).
+    (tmp_path / "probe.py").write_text(LEAN_HEAD_PROBE)
+    done = subprocess.run([sys.executable, "probe.py", str(short_tmp / "ray")], cwd=tmp_path, env=_env(tmp_path),
+                          capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-3000:]
+    seen = json.loads(done.stdout.strip().splitlines()[-1])
+    quiet, loud = seen["False"], seen["True"]
+    assert quiet["result"] == loud["result"] == 7
+    assert {"gcs_server", "raylet"} <= set(quiet["processes"]), quiet  # the names Ray gives its processes
+    assert "monitor" not in quiet["processes"] and "log_monitor" not in quiet["processes"], quiet
+    assert "monitor" not in loud["processes"] and "log_monitor" in loud["processes"], loud
+    assert seen["params_restored"]
+    assert (done.stdout + done.stderr).count("hello from the worker") == 1  # forwarded with log_to_driver only
+
+
 def test_the_finished_hashes_hint_reads_a_sqlite_store_as_mlflow_does(tmp_path):
     from harness.store import finished_hashes_hint
     from harness.tracking import MlflowTracker

@@ -44,6 +44,13 @@ def ray_head(tmp_path_factory):
     short = Path(tempfile.mkdtemp(prefix="hs-", dir="/tmp"))  # unix socket paths stay short
     saved = {k: os.environ.get(k) for k in RAY_ENV}
     os.environ.update(RAY_ENV)  # the in-process suites connect from this process; subprocesses inherit it
+    # Ray reads RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER once, at import: if an earlier test module
+    # imported ray, this process would join the loopback head as a cluster node on the
+    # machine's own address, and ray.init would hang. Set what the variable sets.
+    from ray._private import ray_constants
+
+    cluster_flag = ray_constants.ENABLE_RAY_CLUSTER
+    ray_constants.ENABLE_RAY_CLUSTER = False
     env = dict(os.environ, RAY_TMPDIR=str(short))
     head, address = _start_head(folder, env, num_cpus=2)
     try:
@@ -53,6 +60,7 @@ def ray_head(tmp_path_factory):
 
         if ray.is_initialized():
             ray.shutdown()
+        ray_constants.ENABLE_RAY_CLUSTER = cluster_flag
         head.stop()
         for key, value in saved.items():
             if value is None:

@@ -85,6 +85,7 @@ def start(num_cpus: int, object_store_memory: Optional[int], env: dict, temp_roo
     cmd += [
         "start", "--head", "--block", "--node-ip-address=127.0.0.1", f"--port={port}", f"--num-cpus={num_cpus}",
         "--include-dashboard=false", "--disable-usage-stats", f"--temp-dir={temp_dir}",
+        "--no-monitor",  # no autoscaler: a one-node private Ray never scales (see cluster._lean_head)
     ]
     if object_store_memory:
         cmd.append(f"--object-store-memory={int(object_store_memory)}")
