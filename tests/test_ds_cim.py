@@ -114,18 +114,38 @@ def test_sliced_kernel_matches_general_kernel_and_reference(remap, encoding, len
     scheme, partition = SCHEMES["exclusive"], PARTITIONS["weight"]
     assert uses_sliced_kernel(scheme, partition, length) == (length > 64)
     tables = weight_tables(wm, scheme, bits, group, REMAPS[remap], partition)
-    xm8, xn8 = encode_codes(a, encoding == "offset_binary")  # what the backend feeds the kernel
+    xm8, xn8 = encode_codes(a.astype(np.int32), encoding == "offset_binary")  # what the backend feeds the kernel
     np.testing.assert_array_equal(xm8, xm)
     np.testing.assert_array_equal(xn8, xn)
     sliced = mvm_counts_sliced(xm8, xn8, sliced_tables(tables, wn, bits, group), key, length, bits, group,
                                groups_per_stream, REMAPS[remap])
-    general = mvm_counts_prepared(xm, xn, wn, tables, key, scheme, length, bits, group, groups_per_stream,
+    general = mvm_counts_prepared(xm8, xn8, wn, tables, key, scheme, length, bits, group, groups_per_stream,
                                   REMAPS[remap], partition)
     reference = mvm_counts_reference(xm, xn, wm, wn, key, scheme, length, bits, group, groups_per_stream,
                                      REMAPS[remap], partition)
     np.testing.assert_array_equal(sliced, reference)
     np.testing.assert_array_equal(general, reference)
     assert sliced.sum() > 0
+
+
+def test_mvm_counts_feeds_the_kernels_the_backends_types_and_refuses_what_uint8_cannot_hold():
+    # One compiled kernel for tests, benchmarks and the backend: an int64 copy of the inputs
+    # compiled each parallel kernel a second time (~10 s each in every fresh test session).
+    rng = np.random.default_rng(3)
+    a = rng.integers(-128, 128, (5, 40)).astype(np.int32)
+    b = rng.integers(-128, 128, (40, 3)).astype(np.int8)
+    xm, xn, wm, wn, bits = encode(a.astype(np.int64), b, "sign_split")
+    key = np.uint64(77)
+    for length in (64, 256):  # the general and the sliced kernel
+        counts = mvm_counts(xm, xn, wm, wn, key, EXCLUSIVE, length, bits, 16, 1, REMAPS["pow2"], PARTITION_WEIGHT)
+        np.testing.assert_array_equal(counts, mvm_counts_reference(xm, xn, wm, wn, key, EXCLUSIVE, length, bits, 16, 1,
+                                                                   REMAPS["pow2"], PARTITION_WEIGHT))
+    backend = DsCimAccelerator(DsCimConfig()).numerics
+    backend.integer_matmul(a, backend.prepare_weight(b), call_seed=1)
+    assert len(mvm_counts_sliced.signatures) == 1, mvm_counts_sliced.signatures
+    assert len(mvm_counts_prepared.signatures) == 1, mvm_counts_prepared.signatures
+    with pytest.raises(ValueError, match=r"must be in \[0, 255\], got \[256, 256\]"):
+        mvm_counts(np.full((1, 4), 256), np.zeros((1, 4), np.uint8), wm[:4], wn[:4], key, EXCLUSIVE, 256, bits, 16, 1)
 
 
 def test_backend_gives_the_same_estimate_with_either_kernel():

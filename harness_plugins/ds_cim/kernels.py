@@ -204,7 +204,16 @@ def mvm_counts(xmag, xneg, wmag, wneg, key, scheme, length, bits, group, groups_
     ``partition=PARTITION_WEIGHT`` (exclusive only) every group's count is
     weighted by ``2**(log2(G) + 2 bits - sx - sw)`` (module docstring), so
     ``counts / L`` is the estimate of the integer product.
+
+    The inputs go to the kernels as uint8, as the backend feeds them
+    (:func:`encode_codes`): each kernel is then compiled once, for the types it runs with
+    (another integer type would compile it again, ~10 s per kernel).
     """
+    xmag, xneg = np.asarray(xmag), np.asarray(xneg)
+    if xmag.size and (xmag.min() < 0 or xmag.max() > 255):
+        raise ValueError(f"mvm_counts: input magnitudes must be in [0, 255], got [{xmag.min()}, {xmag.max()}]")
+    xmag = np.ascontiguousarray(xmag, dtype=np.uint8)
+    xneg = np.ascontiguousarray(xneg != 0, dtype=np.uint8)
     tables = weight_tables(wmag, scheme, bits, group, remap, partition)
     if uses_sliced_kernel(scheme, partition, length):
         return mvm_counts_sliced(xmag, xneg, sliced_tables(tables, wneg, bits, group), key, length, bits, group,
