@@ -197,7 +197,7 @@ def pow2_shift(mx, bits):
 def mvm_counts(xmag, xneg, wmag, wneg, key, scheme, length, bits, group, groups_per_stream, remap=0, partition=0):
     """Counter values of the stochastic MVM ``(M, K) x (K, N)``: int64 ``(M, N, 2)``.
 
-    ``xmag``/``wmag`` are the unipolar magnitudes (int64, ``0 .. 2**bits``),
+    ``xmag``/``wmag`` are the unipolar magnitudes (any integer type, ``0 .. 2**bits``),
     ``xneg``/``wneg`` the sign bits (uint8) routing a row's product to the
     negative OR tree. ``[..., 0]`` is the positive count, ``[..., 1]`` the
     negative one. ``group`` must be a power of two. With ``remap=REMAP_POW2`` or
