@@ -26,7 +26,7 @@ folder with its own MLflow store:
     then the same four again (a new Ray, new worker processes, same cache): how the
     kernel was obtained in each job and what its first call cost.
 (d) Ray at rest: the CPU the launcher's private Ray's own processes (GCS, raylet,
-    agents, idle workers, log monitor) take over 20 s with no job: CPU a sweep's
+    dashboard head, agents, idle workers) take over 20 s with no job: CPU a sweep's
     jobs cannot have, the floor under (a)'s efficiency on a small machine.
 
 ``--base DIR`` also runs (a)'s Ray sweep and (b) with the code of another checkout
