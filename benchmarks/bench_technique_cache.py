@@ -6,8 +6,9 @@ accelerator. This runs the sweep twice from the same pre-trained base model
 (copied into two fresh cache folders), first with ``technique_cache=false`` then
 with ``technique_cache=true``, each into its own MLflow store, and compares wall
 times and every non-``perf/`` metric of the six runs, matched by config hash.
-It also sums the jobs' own wall times (``harness.duration_s``): the work done,
-whatever the schedule. The base's numba kernels (both accelerators') are compiled
+It also sums the jobs' own wall times (``harness.duration_s``) and CPU times
+(``harness.cpu_s``): the CPU time is the work done, whatever the schedule, and a job
+waiting on another's technique result spends wall time but almost no CPU. The base's numba kernels (both accelerators') are compiled
 before the pairs, as after a user's first sweep: cold, each worker's first ds_cim job
 compiles for ~20 s in both sweeps alike, which hides the cache's effect. On a machine with ``s`` job slots, the cached sweep cannot
 finish before ``ceil(k / s)`` technique results are computed one after another (``k``
@@ -63,16 +64,22 @@ def metrics_by_hash(folder: Path) -> dict:
 
 
 def job_rows(folder: Path) -> list:
-    """Per run: overrides, technique cache hit or miss, its own wall time, start (s after the first)."""
+    """Per run: overrides, technique cache hit or miss, its own wall time, start (s after the first), CPU time."""
     runs = sorted(runs_of(folder), key=lambda r: r.info.start_time)
     t0 = runs[0].info.start_time if runs else 0
     return [[r.data.tags.get("harness.job_overrides", ""), r.data.tags.get("harness.technique_cache", ""),
-             round(float(r.data.tags["harness.duration_s"]), 1), round((r.info.start_time - t0) / 1000, 1)] for r in runs]
+             round(float(r.data.tags["harness.duration_s"]), 1), round((r.info.start_time - t0) / 1000, 1),
+             round(float(r.data.tags["harness.cpu_s"]), 1)] for r in runs]
 
 
 def job_seconds(folder: Path) -> float:
-    """The jobs' own wall times, summed: the work done, whatever the schedule."""
+    """The jobs' own wall times, summed (waiting included)."""
     return sum(float(r.data.tags["harness.duration_s"]) for r in runs_of(folder))
+
+
+def cpu_seconds(folder: Path) -> float:
+    """The jobs' own CPU times, summed (all threads of each job's process)."""
+    return sum(float(r.data.tags["harness.cpu_s"]) for r in runs_of(folder))
 
 
 def run_pair(tmp: Path, base: Path, sweep: list, order: tuple, n: int) -> dict:
@@ -88,6 +95,7 @@ def run_pair(tmp: Path, base: Path, sweep: list, order: tuple, n: int) -> dict:
         if done.returncode != 0:
             raise SystemExit(f"sweep with technique_cache={mode} failed:\n{done.stdout[-3000:]}\n{done.stderr[-3000:]}")
         out[mode] = {"seconds": seconds, "metrics": metrics_by_hash(folder), "job_seconds": job_seconds(folder),
+                     "cpu_seconds": cpu_seconds(folder),
                      "jobs": job_rows(folder), "load_average_after": os.getloadavg()}
         shutil.rmtree(folder, ignore_errors=True)
     return out
@@ -135,6 +143,7 @@ def main() -> None:
     identical = same_runs and not differences
     ratios = sorted(p["true"]["seconds"] / p["false"]["seconds"] for p in pairs)
     work_ratios = sorted(p["true"]["job_seconds"] / p["false"]["job_seconds"] for p in pairs)
+    cpu_ratios = sorted(p["true"]["cpu_seconds"] / p["false"]["cpu_seconds"] for p in pairs)
     median = ratios[len(ratios) // 2]
     result = {
         "benchmark": "technique_cache",
@@ -146,6 +155,7 @@ def main() -> None:
         "fraction_of_uncached_wall_time": median,
         "fraction_of_uncached_wall_time_per_pair": ratios,
         "fraction_of_uncached_job_seconds_per_pair": work_ratios,
+        "fraction_of_uncached_job_cpu_seconds_per_pair": cpu_ratios,
         "pairs": [{mode: {k: v for k, v in p[mode].items() if k != "metrics"} for mode in ("false", "true")} for p in pairs],
         "runs": len(metrics["true"]),
         "identical_metrics": identical,
@@ -155,7 +165,8 @@ def main() -> None:
     Path(args.out).write_text(json.dumps(result, indent=2) + "\n")
     print(f"co-design sweep, 6 jobs, {len(pairs)} pair(s): cache on at {100 * median:.0f}% of the uncached wall time "
           f"(median; pairs {', '.join(f'{100 * r:.0f}%' for r in ratios)}); jobs' own time "
-          f"{', '.join(f'{100 * r:.0f}%' for r in work_ratios)}; identical metrics: {identical}")
+          f"{', '.join(f'{100 * r:.0f}%' for r in work_ratios)}, their CPU time "
+          f"{', '.join(f'{100 * r:.0f}%' for r in cpu_ratios)}; identical metrics: {identical}")
     print(f"wrote {args.out}")
 
 

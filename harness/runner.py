@@ -271,7 +271,7 @@ def run_experiment(
 
     ctx = RunContext(seed=seed, cache_dir=cache_dir, record=record)
     stage = "setup"
-    started = time.perf_counter()
+    started, started_cpu = time.perf_counter(), time.process_time()
     try:
         stage = "workload factory"
         workload = infos[0].spec.factory(configs["workload"])
@@ -332,7 +332,7 @@ def run_experiment(
         record.status = KILLED
         record.error = f"{stage}: interrupted (Ctrl-C)"
         record.tags["harness.failed_stage"] = stage
-        record.tags["harness.duration_s"] = f"{time.perf_counter() - started:.3f}"
+        _time_tags(record, started, started_cpu)
         record.end_ms = int(time.time() * 1000)
         exc.record = record
         raise
@@ -343,7 +343,7 @@ def run_experiment(
         record.tags["harness.failed_stage"] = stage
         log.error("run failed in %s: %s", stage, exc)
 
-    record.tags["harness.duration_s"] = f"{time.perf_counter() - started:.3f}"
+    _time_tags(record, started, started_cpu)
     curves = curves_png(record)
     if curves is not None:
         record.artifacts["plots/curves.png"] = curves
@@ -354,6 +354,15 @@ def run_experiment(
         record.tags["harness.claims"] = str(len(claims))
     record.end_ms = int(time.time() * 1000)
     return record
+
+
+def _time_tags(record: Record, started: float, started_cpu: float) -> None:
+    """The run's wall time and the CPU time its process spent on it, all threads (tags, not
+    metrics: they are measurements of the machine, and vary run to run). Their ratio tells a
+    run that computed (about 1 per thread it kept busy) from one that waited, for example on
+    another job's technique result."""
+    record.tags["harness.duration_s"] = f"{time.perf_counter() - started:.3f}"
+    record.tags["harness.cpu_s"] = f"{time.process_time() - started_cpu:.3f}"
 
 
 def format_summary(record: Record) -> str:

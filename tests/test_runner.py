@@ -166,3 +166,50 @@ def test_stage_curves_share_a_panel_and_none_is_left_out():
     assert panels["train/loss"] == [("", "train/loss")]
     assert panels["eval/fold1/acc_2"] == [("", "eval/fold1/acc_2")]  # two numbered segments: its own panel
     assert len(panels) == 5 + 3 and sorted(n for lines in panels.values() for _, n in lines) == sorted(names)
+
+
+@dataclass
+class _PauseConfig:
+    seconds: float = 0.4
+    busy: bool = False
+
+
+class _Pause:
+    """Spends ``seconds`` computing (``busy``) or asleep, as a job waiting on another's result does."""
+
+    def __init__(self, config):
+        self.config = config
+
+    def apply(self, subject, workload, ctx):
+        import time
+
+        end = time.perf_counter() + self.config.seconds
+        while time.perf_counter() < end:
+            if not self.config.busy:
+                time.sleep(end - time.perf_counter())
+        return subject
+
+
+def test_a_run_records_its_cpu_time_next_to_its_wall_time_so_waiting_shows():
+    from harness import hookimpl
+    from harness.host import Host
+    from harness.specs import TechniqueSpec
+
+    class PausePlugin:
+        @staticmethod
+        @hookimpl
+        def harness_techniques():
+            yield TechniqueSpec(name="pause", summary="Pause", config=_PauseConfig, factory=_Pause)
+
+    host = Host(extra=[("pause", PausePlugin, "test-pause")])
+    seconds = {}
+    for busy in (False, True):
+        record = run_experiment({**CHOICES, "technique": "pause"},
+                                {"workload": {"count": 64, "columns": 8}, "technique": {"busy": busy}, "accelerator": {}},
+                                seed=0, cache_dir="/tmp/unused-cache", host=host)
+        assert record.status == "FINISHED", record.error
+        seconds[busy] = float(record.tags["harness.duration_s"]), float(record.tags["harness.cpu_s"])
+    (wall_asleep, cpu_asleep), (wall_busy, cpu_busy) = seconds[False], seconds[True]
+    assert wall_asleep >= 0.4 and wall_busy >= 0.4
+    assert cpu_asleep < wall_asleep - 0.3, seconds  # the 0.4 s asleep cost no CPU
+    assert cpu_busy > 0.3, seconds  # the 0.4 s spent computing did

@@ -23,7 +23,7 @@ loops from vectorizing (col2im ran 5x slower with signed indices).
 from __future__ import annotations
 
 import numpy as np
-from numba import njit
+from numba import njit, prange
 from numba import uint64 as _U
 
 from harness.numerics.quant import quantize_symmetric
@@ -526,13 +526,17 @@ def sgd_momentum_step_reference(p, g, v, lr, momentum, weight_decay):
     p -= lr * v
 
 
-@njit(cache=True)
+@njit(cache=True, parallel=True)
 def _quantize_rows_kernel(x, qmax):
-    """Codes and scales of :func:`quantize_rows`; ``ok`` is False if a row's max is not finite."""
+    """Codes and scales of :func:`quantize_rows`; ``ok`` is False if a row's max is not finite.
+
+    Rows are independent, so they run in parallel: each row's values are those of the
+    serial loop whatever the thread count."""
     n, k = x.shape
     codes = np.empty((n, k), dtype=np.int32)
     scale = np.empty((n, 1), dtype=np.float64)
-    for i in range(n):
+    finite = np.ones(n, dtype=np.bool_)
+    for i in prange(n):
         amax = abs(x[i, 0])
         for j in range(1, k):
             a = abs(x[i, j])
@@ -540,7 +544,8 @@ def _quantize_rows_kernel(x, qmax):
                 amax = a
         m = np.float64(amax)
         if not np.isfinite(m):
-            return codes, scale, False
+            finite[i] = False
+            continue
         s = m / qmax if m > 0 else 1.0
         scale[i, 0] = s
         for j in range(k):
@@ -550,7 +555,7 @@ def _quantize_rows_kernel(x, qmax):
             elif v < -qmax:
                 v = -qmax
             codes[i, j] = np.int32(v)
-    return codes, scale, True
+    return codes, scale, finite.all()
 
 
 def quantize_rows(x: np.ndarray, bits: int) -> tuple[np.ndarray, np.ndarray]:
