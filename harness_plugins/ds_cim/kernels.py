@@ -436,43 +436,57 @@ def sliced_tables(tables, wneg, bits, group):
 
 
 @njit(cache=True, inline="always")
-def _split_tables(raw, first, nbits, tab, t):
-    """Two-level comparison tables of one word's ``nbits``-bit random value ``v`` (bit ``k`` on
-    plane ``raw[first + k]``), for every threshold, into row ``t`` of ``tab``.
+def _split_tables(raw, first, nbits, tab, tb):
+    """Two-level comparison tables of the ``nbits``-bit random values ``v`` of the 4 words of
+    block ``tb`` (bit ``k`` of word ``4 tb + q`` on ``raw[first + k, 4 tb + q]``), for every
+    threshold, into ``tab[tb]``: ``tab[tb, c, q]`` is word ``4 tb + q``'s mask.
 
-    With ``lb = (nbits + 1) // 2`` low bits: ``tab[t, c] = (v_low < c)`` for ``c <= 2**lb``, then from
-    ``tab[t, 2**lb + 1 + h]`` on ``(v_high < h)`` (all ones from ``h = 2**(nbits - lb)``). Then
+    With ``lb = (nbits + 1) // 2`` low bits: ``tab[tb, c] = (v_low < c)`` for ``c <= 2**lb``, then
+    from ``tab[tb, 2**lb + 1 + h]`` on ``(v_high < h)`` (all ones from ``h = 2**(nbits - lb)``). Then
     ``v < c`` is ``high[h] | (high[h + 1] & low[l])`` with ``h, l = c >> lb, c & (2**lb - 1)``:
     ``high[h + 1] & ~high[h]`` is ``v_high == h``, and the ``~high[h]`` is absorbed by the OR.
     Each half is built by doubling, one bit plane at a time from the low bit up (the recurrence of
-    :func:`lt_mask` for every threshold at once), in loops over thresholds that vectorize.
+    :func:`lt_mask` for every threshold at once). A threshold's 4 words are adjacent, so every
+    step and every lookup (:func:`_lookup`) is one 256-bit operation.
     """
     lb = (nbits + 1) // 2
     high_at = (1 << lb) + 1
-    _doubling_lt(raw, first, lb, tab, t, 0)
-    _doubling_lt(raw, first + lb, nbits - lb, tab, t, high_at)
+    _doubling_lt(raw, first, lb, tab, tb, 0)
+    _doubling_lt(raw, first + lb, nbits - lb, tab, tb, high_at)
     for h in range(high_at + (1 << (nbits - lb)), high_at + (1 << (nbits - lb)) + 2):
-        tab[t, h] = ALL_ONES
+        for q in range(4):
+            tab[tb, h, q] = ALL_ONES
 
 
 @njit(cache=True, inline="always")
-def _doubling_lt(raw, first, nbits, out, t, at):
-    """``out[t, at + c] = (v < c)`` for ``c < 2**nbits``: see :func:`_split_tables`."""
-    out[t, at] = np.uint64(0)
+def _doubling_lt(raw, first, nbits, out, tb, at):
+    """``out[tb, at + c, q] = (v_q < c)`` for ``c < 2**nbits``: see :func:`_split_tables`."""
+    t0 = 4 * tb
+    for q in range(4):
+        out[tb, at, q] = np.uint64(0)
     size = 1
     for k in range(nbits):
-        nu = ~raw[first + k]
+        n0 = ~raw[first + k, t0]
+        n1 = ~raw[first + k, t0 + 1]
+        n2 = ~raw[first + k, t0 + 2]
+        n3 = ~raw[first + k, t0 + 3]
         for c in range(at, at + size):
-            out[t, c + size] = nu | out[t, c]
+            out[tb, c + size, 0] = n0 | out[tb, c, 0]
+            out[tb, c + size, 1] = n1 | out[tb, c, 1]
+            out[tb, c + size, 2] = n2 | out[tb, c, 2]
+            out[tb, c + size, 3] = n3 | out[tb, c, 3]
         for c in range(at, at + size):
-            out[t, c] &= nu
+            out[tb, c, 0] &= n0
+            out[tb, c, 1] &= n1
+            out[tb, c, 2] &= n2
+            out[tb, c, 3] &= n3
         size *= 2
 
 
 @njit(cache=True, inline="always")
-def _lookup(tab, t, high, low):
-    """``v < c`` from row ``t`` of a table of :func:`_split_tables` (``high``, ``low``: the cut's positions)."""
-    return tab[t, high] | (tab[t, high + np.uint64(1)] & tab[t, low])
+def _lookup(tab, tb, q, high, low):
+    """``v < c`` for word ``4 tb + q`` from a table of :func:`_split_tables` (``high``, ``low``: the cut's positions)."""
+    return tab[tb, high, q] | (tab[tb, high + 1, q] & tab[tb, low, q])
 
 
 @njit(cache=True, parallel=True)
@@ -494,7 +508,8 @@ def mvm_counts_sliced(xmag, xneg, sliced, key, length, bits, group, groups_per_s
     n_count = cut_low.shape[1]
     key = np.uint64(key)
     n_words = (length + 63) // 64
-    n_pad = 4 * ((n_words + 3) // 4)  # 4 words at a time; words past the stream never fire
+    n_blocks = (n_words + 3) // 4  # 4 words at a time; words past the stream never fire
+    n_pad = 4 * n_blocks
     tail = length - 64 * (n_words - 1)
     tail_mask = ALL_ONES if tail == 64 else (np.uint64(1) << np.uint64(tail)) - np.uint64(1)
     lg = 0
@@ -515,12 +530,12 @@ def mvm_counts_sliced(xmag, xneg, sliced, key, length, bits, group, groups_per_s
         m1 = (ch + 1) * m_count // n_chunks
         xrow = np.empty(k_count, dtype=np.int64)
         xshift = np.zeros(n_groups, dtype=np.int64)
-        raw = np.zeros(n_pad * n_planes, dtype=np.uint64)
+        raw = np.zeros((n_planes, n_pad), dtype=np.uint64)  # raw[plane, word]
         valid = np.zeros(n_pad, dtype=np.uint64)
         valid[:n_words] = ALL_ONES
         valid[n_words - 1] = tail_mask
-        u_tab = np.empty((n_pad, u_width), dtype=np.uint64)  # per word: tables of u (for X) ...
-        s_tab = np.empty((n_pad, s_width), dtype=np.uint64)  # ... and of the slice coordinate s (for S)
+        u_tab = np.empty((n_blocks, u_width, 4), dtype=np.uint64)  # per block of 4 words: tables of u (for X) ...
+        s_tab = np.empty((n_blocks, s_width, 4), dtype=np.uint64)  # ... and of the slice coordinate s (for S)
         # The point's row list: slice-cut index (-1 ends it), the row's X masks (0: only reload S(lo)), sign.
         op_cut = np.empty(2 * group + 1, dtype=np.uint64)
         op_end = np.empty(2 * group + 1, dtype=np.bool_)
@@ -550,22 +565,12 @@ def mvm_counts_sliced(xmag, xneg, sliced, key, length, bits, group, groups_per_s
                 stream = g // groups_per_stream
                 if stream != last_stream:
                     base = (m * n_streams + stream) * n_words * n_planes
-                    for p in range(n_words * n_planes):
-                        raw[p] = prng_word(key, base + p)
-                    # u on planes [0, bits), the slice coordinate s on [bits, bits + s_bits). The table
-                    # sizes are literals for the common cases, so LLVM unrolls the short doubling loops.
-                    if bits == 7 and s_bits == 11:  # sign-split, OR16
-                        for t in range(n_pad):
-                            _split_tables(raw, t * n_planes, 7, u_tab, t)
-                            _split_tables(raw, t * n_planes + 7, 11, s_tab, t)
-                    elif bits == 8 and s_bits == 12:  # offset-binary, OR16
-                        for t in range(n_pad):
-                            _split_tables(raw, t * n_planes, 8, u_tab, t)
-                            _split_tables(raw, t * n_planes + 8, 12, s_tab, t)
-                    else:
-                        for t in range(n_pad):
-                            _split_tables(raw, t * n_planes, bits, u_tab, t)
-                            _split_tables(raw, t * n_planes + bits, s_bits, s_tab, t)
+                    for t in range(n_words):
+                        for p in range(n_planes):
+                            raw[p, t] = prng_word(key, base + t * n_planes + p)
+                    for tb in range(n_blocks):
+                        _split_tables(raw, 0, bits, u_tab, tb)
+                        _split_tables(raw, bits, s_bits, s_tab, tb)
                     last_stream = stream
                 n_ops = 0
                 prev = 0  # the carried S(lo) is that of cut `prev`; S(cut 0) = S(0) = 0
@@ -584,27 +589,29 @@ def mvm_counts_sliced(xmag, xneg, sliced, key, length, bits, group, groups_per_s
                     op_cut[n_ops] = k + 1
                     op_end[n_ops] = False
                     op_sx[n_ops] = ALL_ONES if xneg[m, i] else np.uint64(0)
-                    high = np.uint64((1 << u_low) + 1 + (x >> u_low))
-                    low = np.uint64(x & ((1 << u_low) - 1))
-                    for t in range(n_pad):
-                        op_x[n_ops, t] = _lookup(u_tab, t, high, low) & valid[t]
+                    high = (1 << u_low) + 1 + (x >> u_low)
+                    low = x & ((1 << u_low) - 1)
+                    for tb in range(n_blocks):
+                        for q in range(4):
+                            op_x[n_ops, 4 * tb + q] = _lookup(u_tab, tb, q, high, low) & valid[4 * tb + q]
                     n_ops += 1
                     prev = k + 1
                 op_end[n_ops] = True
                 for j in range(n_count):
                     every = np.uint64(0)  # firing samples of the column's OR trees, and the negative ones
                     negative = np.uint64(0)
-                    for t in range(0, n_pad, 4):
+                    for tb in range(n_blocks):
+                        t = 4 * tb
                         p0 = p1 = p2 = p3 = np.uint64(0)  # S(lo) carried from the previous row
                         e = 0
                         while not op_end[e]:  # not a counted loop: LLVM would vectorize it across rows, with gathers
                             kc = op_cut[e]
-                            high = np.uint64(cut_high[g, j, kc])
-                            low = np.uint64(cut_low[g, j, kc])
-                            a0 = _lookup(s_tab, t, high, low)
-                            a1 = _lookup(s_tab, t + 1, high, low)
-                            a2 = _lookup(s_tab, t + 2, high, low)
-                            a3 = _lookup(s_tab, t + 3, high, low)
+                            high = np.int64(cut_high[g, j, kc])
+                            low = np.int64(cut_low[g, j, kc])
+                            a0 = _lookup(s_tab, tb, 0, high, low)
+                            a1 = _lookup(s_tab, tb, 1, high, low)
+                            a2 = _lookup(s_tab, tb, 2, high, low)
+                            a3 = _lookup(s_tab, tb, 3, high, low)
                             fired = (_popcount_u(op_x[e, t] & a0 & ~p0) + _popcount_u(op_x[e, t + 1] & a1 & ~p1)
                                      + _popcount_u(op_x[e, t + 2] & a2 & ~p2) + _popcount_u(op_x[e, t + 3] & a3 & ~p3))
                             p0, p1, p2, p3 = a0, a1, a2, a3
