@@ -186,7 +186,7 @@ class _Pause:
         end = time.perf_counter() + self.config.seconds
         while time.perf_counter() < end:
             if not self.config.busy:
-                time.sleep(end - time.perf_counter())
+                time.sleep(max(0.0, end - time.perf_counter()))
         return subject
 
 
