@@ -13,8 +13,9 @@ before the pairs, as after a user's first sweep: cold, each worker's first ds_ci
 compiles for ~20 s in both sweeps alike, which hides the cache's effect. On a machine with ``s`` job slots, the cached sweep cannot
 finish before ``ceil(k / s)`` technique results are computed one after another (``k``
 distinct results, here 3): on 2 cores that is 2 of the uncached sweep's 3 rounds of
-training, so its wall time cannot fall below about 67% of the uncached one however
-little the rest costs. ``--serial`` (``hydra.launcher.max_concurrent=1``) runs both
+training, so its jobs' span stays near two thirds of the uncached one however little
+the rest costs (a pair lands a few points lower when the uncached sweep's two-at-a-time
+trainings slow each other more than usual). ``--serial`` (``hydra.launcher.max_concurrent=1``) runs both
 sweeps one job at a time, where the bound is 3 of 6. Results go to
 ``benchmarks/results/technique_cache.json`` (``--serial``: ``technique_cache_serial.json``)::
 

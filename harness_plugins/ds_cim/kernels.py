@@ -408,7 +408,7 @@ def sliced_tables(tables, wneg, bits, group):
     Row ``k`` of group ``g`` owns ``[cut_k, cut_{k+1})`` of the slice coordinate (the cumulative
     shifted ``|w|`` of :func:`weight_tables`; rows past the end of a short last group get empty
     slices). ``cut_low[g, j, k]`` and ``cut_high[g, j, k]`` are the cut's positions in the low and
-    high halves of a word's table row (:func:`_split_tables`), ``neg[g, j, k]`` the weight's sign as
+    high halves of :func:`_split_tables`' threshold axis, ``neg[g, j, k]`` the weight's sign as
     a 64-bit mask; laid out so the kernel reads one column's rows contiguously.
     """
     wshift, wm, lo, hi = tables
